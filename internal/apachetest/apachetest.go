@@ -1,0 +1,231 @@
+// Package apachetest runs a private Apache instance for tests: Debian's real
+// apache2 binary with a config of its own in a temp directory, listening on a
+// free loopback port, so tests never touch the system Apache.
+//
+// Invariant: every instance started by Start is stopped (and its process
+// waited for) by t.Cleanup, even when the test fails.
+package apachetest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Binary is Debian's Apache server binary.
+const Binary = "/usr/sbin/apache2"
+
+// Modules are loaded by every instance, enough for every scheme sockvisor renders.
+var Modules = []string{
+	"mpm_event", "authz_core", "authz_host", "alias", "mime", "dir", "headers",
+	"proxy", "proxy_http", "proxy_fcgi", "proxy_uwsgi", "proxy_wstunnel",
+	"proxy_balancer", "slotmem_shm", "lbmethod_byrequests", "setenvif",
+}
+
+// Instance is one running private Apache.
+type Instance struct {
+	Dir      string // ServerRoot: holds apache2.conf, logs, pid file
+	Port     int
+	ConfFile string // the main config file
+	// Site is a file Included by the main config; tests write ProxyPass lines here.
+	Site     string
+	ErrorLog string
+	cmd      *exec.Cmd
+	done     chan struct{}
+}
+
+// Available reports whether Apache is installed; tests skip without it.
+func Available() bool {
+	_, err := os.Stat(Binary)
+	return err == nil
+}
+
+// Start writes a config that Includes site (may be empty) and starts Apache in
+// the foreground as a child of the test. Apache runs its workers as
+// www-data, like Debian's own, so socket permissions are tested for real.
+func Start(t testing.TB, site string) *Instance {
+	t.Helper()
+	if !Available() {
+		t.Skipf("%s: needs apache2 (apt-get install apache2)", t.Name())
+	}
+	if os.Geteuid() != 0 {
+		t.Skipf("%s: needs root", t.Name())
+	}
+	dir, err := os.MkdirTemp("", "svap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// Workers run as www-data and must read the site file.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in := &Instance{
+		Dir:      dir,
+		Port:     FreePort(t),
+		ConfFile: filepath.Join(dir, "apache2.conf"),
+		Site:     filepath.Join(dir, "site.conf"),
+		ErrorLog: filepath.Join(dir, "error.log"),
+		done:     make(chan struct{}),
+	}
+	if err := os.WriteFile(in.Site, []byte(site), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(in.ConfFile, []byte(in.mainConfig()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in.cmd = exec.Command(Binary, "-d", dir, "-f", in.ConfFile, "-DFOREGROUND")
+	in.cmd.Stdout, in.cmd.Stderr = os.Stderr, os.Stderr
+	in.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := in.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { in.cmd.Wait(); close(in.done) }()
+	t.Cleanup(in.stop)
+	if err := in.waitServing(10 * time.Second); err != nil {
+		t.Fatalf("apache did not start: %v\n%s", err, in.Log())
+	}
+	return in
+}
+
+func (in *Instance) mainConfig() string {
+	var b strings.Builder
+	for _, m := range Modules {
+		fmt.Fprintf(&b, "LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so\n", m, m)
+	}
+	fmt.Fprintf(&b, `ServerName localhost
+Listen 127.0.0.1:%d
+PidFile %s/apache2.pid
+DefaultRuntimeDir %s
+Mutex file:%s default
+ErrorLog %s
+LogLevel warn
+User www-data
+Group www-data
+DocumentRoot %s
+TypesConfig /etc/mime.types
+<Directory />
+  Require all granted
+</Directory>
+Include %s
+`, in.Port, in.Dir, in.Dir, in.Dir, in.ErrorLog, in.Dir, in.Site)
+	return b.String()
+}
+
+// URL returns the instance's base URL plus path.
+func (in *Instance) URL(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", in.Port, path)
+}
+
+// ConfigTest runs apache2 -t against the instance's config.
+func (in *Instance) ConfigTest() (string, error) {
+	out, err := exec.Command(Binary, "-d", in.Dir, "-f", in.ConfFile, "-t").CombinedOutput()
+	return string(out), err
+}
+
+// Command returns the argv prefix that addresses this instance, for code
+// under test that runs configtest or graceful itself.
+func (in *Instance) Command() []string {
+	return []string{Binary, "-d", in.Dir, "-f", in.ConfFile}
+}
+
+// Graceful asks the instance to re-read its config, as apachectl graceful does.
+func (in *Instance) Graceful(t testing.TB) {
+	t.Helper()
+	out, err := exec.Command(Binary, "-d", in.Dir, "-f", in.ConfFile, "-k", "graceful").CombinedOutput()
+	if err != nil {
+		t.Fatalf("apache graceful: %v: %s", err, out)
+	}
+}
+
+// PID returns the main process id.
+func (in *Instance) PID() int { return in.cmd.Process.Pid }
+
+// Alive reports whether the main process is still running.
+func (in *Instance) Alive() bool {
+	select {
+	case <-in.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Log returns the error log so far.
+func (in *Instance) Log() string {
+	b, _ := os.ReadFile(in.ErrorLog)
+	return string(b)
+}
+
+func (in *Instance) waitServing(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if !in.Alive() {
+			return errors.New("apache exited")
+		}
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", in.Port), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("port not open in time")
+}
+
+func (in *Instance) stop() {
+	if !in.Alive() {
+		return
+	}
+	// Apache's graceful-stop is WINCH; TERM stops at once. Kill the group
+	// afterwards so no worker survives.
+	syscall.Kill(in.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-in.done:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-in.cmd.Process.Pid, syscall.SIGKILL)
+		<-in.done
+	}
+}
+
+// Get fetches path through the instance and returns status and body.
+func (in *Instance) Get(path string) (int, string, error) {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(in.URL(path))
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, b.String(), nil
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, p, _ := net.SplitHostPort(l.Addr().String())
+	n, _ := strconv.Atoi(p)
+	return n
+}

@@ -1,0 +1,470 @@
+package config
+
+import (
+	"fmt"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Preset is what a preset fills in when the backend leaves a key unset.
+type Preset struct {
+	Protocols    []string // allowed protocols; the first is the default
+	Handoff      string
+	StopSignal   syscall.Signal
+	ReloadSignal syscall.Signal // 0 means "replace"
+}
+
+// Presets lists every preset by name. The backend package adds each server's
+// command-line flags; this table holds only what the config reports.
+var Presets = map[string]Preset{
+	"gunicorn": {Protocols: []string{"http"}, Handoff: "listen-fds", StopSignal: syscall.SIGTERM, ReloadSignal: syscall.SIGHUP},
+	// uWSGI treats TERM as a brutal reload unless --die-on-term, which the preset adds.
+	"uwsgi":   {Protocols: []string{"uwsgi", "http", "fcgi"}, Handoff: "listen-fds", StopSignal: syscall.SIGTERM, ReloadSignal: syscall.SIGHUP},
+	"php-fpm": {Protocols: []string{"fcgi"}, Handoff: "fpm", StopSignal: syscall.SIGQUIT, ReloadSignal: syscall.SIGUSR2},
+	"generic": {Protocols: []string{"http", "fcgi", "uwsgi"}, Handoff: "listen-fds", StopSignal: syscall.SIGTERM},
+}
+
+var (
+	nameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	// Apache's unix: URL parser truncates at ? and # and does not decode %xx,
+	// so paths and mounts are kept to a plain, safe alphabet.
+	pathRe  = regexp.MustCompile(`^[A-Za-z0-9._/-]+$`)
+	sockRe  = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]*$`)
+	mountRe = regexp.MustCompile(`^/[A-Za-z0-9._~/-]*$`)
+)
+
+type validator struct {
+	file      string
+	pos       map[string]string
+	nonString map[string]bool
+	blocks    map[string][]string
+	problems  Problems
+	// seen counts backend blocks by name, to find each one's own position.
+	seen map[string]int
+}
+
+// at reports a problem at the position of key, falling back to its block,
+// then the file.
+func (v *validator) at(key, format string, args ...any) {
+	pos := v.file
+	for k := key; k != ""; {
+		if p, ok := v.pos[k]; ok {
+			pos = p
+			break
+		}
+		i := strings.LastIndexByte(k, '.')
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	v.problems = append(v.problems, Problem{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+}
+
+func str(p *string, def string) string {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func (v *validator) build(fc *fileConfig) *Config {
+	c := &Config{
+		File:          v.file,
+		SocketDir:     str(fc.SocketDir, "/run/sockvisor"),
+		SocketOwner:   str(fc.SocketOwner, "root"),
+		SocketGroup:   str(fc.SocketGroup, DetectApacheGroup()),
+		SELinuxType:   str(fc.SELinuxType, "httpd_var_run_t"),
+		ControlSocket: str(fc.ControlSocket, "/run/sockvisor.ctl"),
+		MetricsListen: str(fc.MetricsListen, ""),
+		LogLevel:      str(fc.LogLevel, "info"),
+		LogFormat:     str(fc.LogFormat, "text"),
+	}
+	c.SocketDirMode = v.mode("socket_dir_mode", str(fc.SocketDirMode, "2750"), 0o7777)
+	v.absPath("socket_dir", c.SocketDir)
+	if c.SocketDir == "/" {
+		v.at("socket_dir", "socket_dir must not be /; use a directory of its own such as /run/sockvisor")
+	}
+	v.absPath("control_socket", c.ControlSocket)
+	if within(c.SocketDir, c.ControlSocket) {
+		v.at("control_socket", "control_socket %q is inside socket_dir %q, which sockvisor sweeps; put it elsewhere, e.g. /run/sockvisor.ctl", c.ControlSocket, c.SocketDir)
+	}
+	if n := len(c.ControlSocket); n > MaxSocketPath {
+		v.at("control_socket", "control_socket is %d bytes long; the limit for a socket path is %d; choose a shorter path", n, MaxSocketPath)
+	}
+	c.SocketUID = v.uid("socket_owner", c.SocketOwner)
+	c.SocketGID = v.gid("socket_group", c.SocketGroup)
+	if fc.Backlog != nil {
+		c.Backlog = *fc.Backlog
+		if c.Backlog < 0 || c.Backlog > 65535 {
+			v.at("backlog", "backlog must be between 0 (the kernel's somaxconn) and 65535, not %d", c.Backlog)
+		}
+	}
+	v.oneOf("log_level", c.LogLevel, "trace", "debug", "info", "warn", "error")
+	v.oneOf("log_format", c.LogFormat, "text", "json")
+
+	fa := fc.Apache
+	if fa == nil {
+		fa = &fileApache{}
+	}
+	c.Apache = Apache{
+		Flavor:     str(fa.Flavor, "auto"),
+		ConfigFile: str(fa.ConfigFile, ""),
+		Unit:       str(fa.Unit, ""),
+		Reload:     str(fa.Reload, "dbus"),
+	}
+	v.oneOf("apache.flavor", c.Apache.Flavor, "auto", "debian", "rhel")
+	v.oneOf("apache.reload", c.Apache.Reload, "dbus", "apachectl", "none")
+	if c.Apache.ConfigFile != "" {
+		v.absPath("apache.config_file", c.Apache.ConfigFile)
+	}
+	if u := c.Apache.Unit; u != "" && !strings.HasSuffix(u, ".service") {
+		v.at("apache.unit", "apache.unit %q must name a service unit, e.g. apache2.service", u)
+	}
+
+	seenName := map[string]string{}
+	seenSocket := map[string]string{}
+	seenMount := map[string]string{}
+	v.seen = map[string]int{}
+	for i := range fc.Backends {
+		name := fc.Backends[i].Name
+		key := "backend." + name
+		n := v.seen[name]
+		v.seen[name]++
+		if n > 0 {
+			p := v.blocks[key][n]
+			v.problems = append(v.problems, Problem{Pos: p, Msg: fmt.Sprintf("backend %q is defined twice (first at %s); backend names must be unique", name, stripCol(v.blocks[key][0]))})
+			continue
+		}
+		b := v.backend(c, &fc.Backends[i])
+		if b == nil {
+			continue
+		}
+		seenName[b.Name] = b.Pos
+		for _, s := range b.Sockets {
+			if prev, ok := seenSocket[s.Name]; ok {
+				v.at(key+".socket", "backend %q uses socket %s, which backend %q already uses; give each backend its own socket", b.Name, s.Name, prev)
+			}
+			seenSocket[s.Name] = b.Name
+		}
+		if b.Mount != "" {
+			m := strings.TrimSuffix(b.Mount, "/")
+			if prev, ok := seenMount[m]; ok {
+				v.at(key+".mount", "mount %q is used by backends %q and %q; each URL path can go to one backend only", b.Mount, prev, b.Name)
+			}
+			seenMount[m] = b.Name
+		}
+		c.Backends = append(c.Backends, b)
+	}
+	return c
+}
+
+func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
+	key := "backend." + fb.Name
+	if !nameRe.MatchString(fb.Name) {
+		v.at(key, "backend name %q is invalid; use lowercase letters, digits, _ and -, starting with a letter or digit", fb.Name)
+		return nil
+	}
+	b := &Backend{
+		Name:         fb.Name,
+		Pos:          stripCol(v.pos[key]),
+		Preset:       str(fb.Preset, "generic"),
+		Command:      fb.Command,
+		Websocket:    fb.Websocket != nil && *fb.Websocket,
+		Mount:        str(fb.Mount, "/"),
+		Instances:    1,
+		User:         str(fb.User, "www-data"),
+		Group:        str(fb.Group, ""),
+		Directory:    str(fb.Directory, ""),
+		Environment:  fb.Environment,
+		DocumentRoot: str(fb.DocumentRoot, ""),
+	}
+	if b.Environment == nil {
+		b.Environment = map[string]string{}
+	}
+	preset, ok := Presets[b.Preset]
+	if !ok {
+		v.at(key+".preset", "preset %q is unknown; use one of %s", b.Preset, strings.Join(presetNames(), ", "))
+		return nil
+	}
+	b.Protocol = str(fb.Protocol, preset.Protocols[0])
+	if !contains(preset.Protocols, b.Protocol) {
+		v.at(key+".protocol", "protocol %q does not work with preset %q; use %s", b.Protocol, b.Preset, strings.Join(preset.Protocols, " or "))
+	}
+	b.Handoff = str(fb.Handoff, preset.Handoff)
+	v.oneOf(key+".handoff", b.Handoff, "listen-fds", "fpm", "stdin", "self")
+	if b.Websocket && b.Protocol != "http" {
+		v.at(key+".websocket", "websocket = true needs protocol \"http\", not %q", b.Protocol)
+	}
+
+	if len(b.Command) == 0 {
+		v.at(key, "backend %q has no command; set command = [\"/path/to/server\", \"args\"...]", b.Name)
+	} else if _, err := exec.LookPath(b.Command[0]); err != nil {
+		v.at(key+".command", "command %q is not an executable file; install it or fix the path", b.Command[0])
+	}
+
+	b.SocketMode = v.mode(key+".socket_mode", str(fb.SocketMode, "0660"), 0o777)
+	b.Umask = v.mode(key+".umask", str(fb.Umask, "0007"), 0o777)
+	if fb.Instances != nil {
+		b.Instances = *fb.Instances
+		if b.Instances < 1 || b.Instances > 64 {
+			v.at(key+".instances", "instances must be between 1 and 64, not %d", b.Instances)
+			b.Instances = 1
+		}
+	}
+	if b.Mount != "" && !mountRe.MatchString(b.Mount) {
+		v.at(key+".mount", "mount %q must start with / and contain only letters, digits and ._~/-, or be \"\" for no Apache config", b.Mount)
+	}
+	if b.Directory != "" {
+		v.absPath(key+".directory", b.Directory)
+	}
+	if b.Protocol == "fcgi" && b.Mount != "" {
+		if b.DocumentRoot == "" {
+			v.at(key, "backend %q speaks fcgi at mount %q but has no document_root; set document_root to the directory holding its scripts, e.g. \"/var/www/html\"", b.Name, b.Mount)
+		} else {
+			v.absPath(key+".document_root", b.DocumentRoot)
+		}
+	} else if b.DocumentRoot != "" {
+		v.at(key+".document_root", "document_root only applies to protocol \"fcgi\" with a mount; remove it")
+	}
+	for k := range b.Environment {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			v.at(key+".environment", "environment variable name %q is invalid", k)
+		}
+	}
+
+	b.UID = v.uid(key+".user", b.User)
+	b.GID, b.Groups = v.userGroups(key, b.User, b.Group)
+
+	b.StopSignal = v.signal(key+".stop_signal", str(fb.StopSignal, ""), preset.StopSignal)
+	b.StopTimeout = v.duration(key+".stop_timeout", str(fb.StopTimeout, "30s"), true)
+	switch rs := str(fb.ReloadSignal, ""); {
+	case rs == "replace" || (rs == "" && preset.ReloadSignal == 0):
+		b.ReloadReplace = true
+	default:
+		b.ReloadSignal = v.signal(key+".reload_signal", rs, preset.ReloadSignal)
+	}
+
+	b.Ready = Ready{Path: "/", Timeout: 30 * time.Second}
+	if r := fb.Ready; r != nil {
+		b.Ready.Path = str(r.Path, "/")
+		b.Ready.Timeout = v.duration(key+".ready.timeout", str(r.Timeout, "30s"), true)
+	}
+	if !strings.HasPrefix(b.Ready.Path, "/") {
+		v.at(key+".ready.path", "ready.path %q must start with /", b.Ready.Path)
+	}
+	b.Restart = Restart{MinDelay: 100 * time.Millisecond, MaxDelay: 30 * time.Second}
+	if r := fb.Restart; r != nil {
+		b.Restart.MinDelay = v.duration(key+".restart.min_delay", str(r.MinDelay, "100ms"), true)
+		b.Restart.MaxDelay = v.duration(key+".restart.max_delay", str(r.MaxDelay, "30s"), true)
+	}
+	if b.Restart.MinDelay > b.Restart.MaxDelay {
+		v.at(key+".restart", "restart.min_delay (%s) is longer than restart.max_delay (%s)", b.Restart.MinDelay, b.Restart.MaxDelay)
+	}
+	b.Proxy = Proxy{Timeout: 60 * time.Second, PreserveHost: true}
+	if p := fb.Proxy; p != nil {
+		if p.Max != nil {
+			b.Proxy.Max = *p.Max
+			if b.Proxy.Max < 0 {
+				v.at(key+".proxy.max", "proxy.max must be 0 (Apache's default) or more, not %d", b.Proxy.Max)
+			}
+		}
+		b.Proxy.Timeout = v.duration(key+".proxy.timeout", str(p.Timeout, "60s"), true)
+		b.Proxy.Retry = v.duration(key+".proxy.retry", str(p.Retry, "0s"), false)
+		b.Proxy.Acquire = v.duration(key+".proxy.acquire", str(p.Acquire, "0s"), false)
+		if p.PreserveHost != nil {
+			b.Proxy.PreserveHost = *p.PreserveHost
+		}
+	}
+
+	b.Sockets = v.sockets(c, b, str(fb.Socket, ""))
+	return b
+}
+
+// sockets names one socket per instance and checks both path budgets.
+func (v *validator) sockets(c *Config, b *Backend, name string) []Socket {
+	key := "backend." + b.Name + ".socket"
+	budgetKey := key
+	if _, set := v.pos[key]; !set {
+		if _, set := v.pos["socket_dir"]; set {
+			budgetKey = "socket_dir"
+		}
+	}
+	if name == "" {
+		name = b.Name + ".sock"
+	}
+	if !sockRe.MatchString(name) {
+		v.at(key, "socket %q must be a plain file name inside socket_dir (letters, digits, ._-, not starting with a dot), not a path", name)
+		return nil
+	}
+	ext := filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	var out []Socket
+	for i := 0; i < b.Instances; i++ {
+		n := name
+		if i > 0 {
+			n = fmt.Sprintf("%s-%d%s", stem, i, ext)
+		}
+		s := Socket{Backend: b.Name, Instance: i, Name: n, Path: filepath.Join(c.SocketDir, n)}
+		if l := len(s.Path); l > MaxSocketPath {
+			v.at(budgetKey, "socket path %s is %d bytes long; the kernel limit (sun_path) is %d bytes; shorten socket_dir or the socket name by %d bytes", s.Path, l, MaxSocketPath, l-MaxSocketPath)
+		} else if l > MaxApachePath && b.Mount != "" {
+			v.at(budgetKey, "socket path %s is %d bytes long; Apache's limit for a ProxyPass socket is %d bytes; shorten socket_dir or the socket name by %d bytes", s.Path, l, MaxApachePath, l-MaxApachePath)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (v *validator) mode(key, s string, max uint64) Mode {
+	m, err := strconv.ParseUint(s, 8, 32)
+	// A bare number such as 0750 is decimal to HCL: only a quoted string is unambiguous.
+	if err != nil || m > max || s == "" || v.nonString[key] {
+		v.at(key, "%s %q is not an octal mode; write it as a string such as \"%04o\"", lastField(key), s, max&0o2770)
+		return 0
+	}
+	return Mode(m)
+}
+
+func (v *validator) duration(key, s string, positive bool) time.Duration {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		v.at(key, "%s %q is not a duration; write it like \"500ms\", \"30s\" or \"2m\"", lastField(key), s)
+	case d < 0 || (positive && d == 0):
+		v.at(key, "%s must be greater than zero, not %q", lastField(key), s)
+	}
+	return d
+}
+
+func (v *validator) signal(key, s string, def syscall.Signal) syscall.Signal {
+	if s == "" {
+		return def
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	sig := unix.SignalNum(name)
+	if sig == 0 {
+		v.at(key, "%s %q is not a signal name; use e.g. \"TERM\", \"INT\", \"QUIT\", \"HUP\" or \"USR2\"", lastField(key), s)
+	}
+	return sig
+}
+
+func (v *validator) oneOf(key, val string, allowed ...string) {
+	if !contains(allowed, val) {
+		v.at(key, "%s %q is not allowed; use one of %s", lastField(key), val, strings.Join(allowed, ", "))
+	}
+}
+
+func (v *validator) absPath(key, p string) {
+	switch {
+	case !filepath.IsAbs(p):
+		v.at(key, "%s %q must be an absolute path", lastField(key), p)
+	case filepath.Clean(p) != p:
+		v.at(key, "%s %q is not clean; write it as %q", lastField(key), p, filepath.Clean(p))
+	case !pathRe.MatchString(p):
+		v.at(key, "%s %q may contain only letters, digits and ._/- (Apache cannot address other characters in a socket path)", lastField(key), p)
+	}
+}
+
+func (v *validator) uid(key, name string) int {
+	u, err := user.Lookup(name)
+	if err != nil {
+		v.at(key, "user %q does not exist on this machine; create it or name an existing user", name)
+		return -1
+	}
+	id, _ := strconv.Atoi(u.Uid)
+	return id
+}
+
+func (v *validator) gid(key, name string) int {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		v.at(key, "group %q does not exist on this machine; create it or name an existing group", name)
+		return -1
+	}
+	id, _ := strconv.Atoi(g.Gid)
+	return id
+}
+
+// userGroups resolves the backend's primary group (group, or the user's own)
+// and the user's supplementary groups.
+func (v *validator) userGroups(key, userName, group string) (int, []uint32) {
+	u, err := user.Lookup(userName)
+	if err != nil {
+		return -1, nil // already reported by uid
+	}
+	gid, _ := strconv.Atoi(u.Gid)
+	if group != "" {
+		gid = v.gid(key+".group", group)
+	}
+	ids, _ := u.GroupIds()
+	groups := make([]uint32, 0, len(ids))
+	for _, s := range ids {
+		if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+			groups = append(groups, uint32(n))
+		}
+	}
+	return gid, groups
+}
+
+// DetectApacheGroup returns Apache's run group on this machine: www-data on
+// Debian, apache on RHEL and Fedora.
+func DetectApacheGroup() string {
+	for _, g := range []string{"www-data", "apache"} {
+		if _, err := user.LookupGroup(g); err == nil {
+			return g
+		}
+	}
+	return "www-data"
+}
+
+// within reports whether path is dir or below it.
+func within(dir, path string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// stripCol turns "file:line:col" into "file:line".
+func stripCol(pos string) string {
+	if i := strings.LastIndexByte(pos, ':'); i > 0 {
+		return pos[:i]
+	}
+	return pos
+}
+
+func lastField(key string) string {
+	if i := strings.LastIndexAny(key, ".:"); i >= 0 {
+		return key[i+1:]
+	}
+	return key
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func presetNames() []string {
+	var out []string
+	for n := range Presets {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}

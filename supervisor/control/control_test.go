@@ -1,0 +1,146 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// TestMain lets the test binary play a client running as another user.
+func TestMain(m *testing.M) {
+	if path := os.Getenv("SV_CONTROL_CLIENT"); path != "" {
+		_, err := Call(context.Background(), path, Request{Op: OpStatus})
+		switch {
+		case errors.Is(err, ErrNotAllowed):
+			fmt.Print("not-allowed")
+		default:
+			fmt.Printf("other: %v", err)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+type fakeDaemon struct{ restarted string }
+
+func (f *fakeDaemon) Status(context.Context) (any, error) {
+	return map[string]int{"backends": 2}, nil
+}
+func (f *fakeDaemon) Restart(_ context.Context, b string) error {
+	if b != "app" {
+		return fmt.Errorf("no backend named %q", b)
+	}
+	f.restarted = b
+	return nil
+}
+func (f *fakeDaemon) Reload(context.Context) error { return errors.New("config broken at x.hcl:3") }
+
+func serve(t *testing.T, h Handler) (string, context.CancelFunc) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	path := filepath.Join(dir, "ctl")
+	s, err := Listen(path, h, hclog.New(&hclog.LoggerOptions{Output: os.Stderr}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; os.RemoveAll(dir) })
+	return path, cancel
+}
+
+func TestRoundTrip(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skipf("%s: needs root", t.Name())
+	}
+	f := &fakeDaemon{}
+	path, _ := serve(t, f)
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("control socket mode = %v, want 0600", fi.Mode().Perm())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	raw, err := Call(ctx, path, Request{Op: OpStatus})
+	var st map[string]int
+	if err != nil || json.Unmarshal(raw, &st) != nil || st["backends"] != 2 {
+		t.Fatalf("status = %s, %v", raw, err)
+	}
+	if _, err := Call(ctx, path, Request{Op: OpRestart, Backend: "app"}); err != nil || f.restarted != "app" {
+		t.Fatalf("restart: %v", err)
+	}
+	if _, err := Call(ctx, path, Request{Op: OpRestart, Backend: "nope"}); err == nil || !strings.Contains(err.Error(), `no backend named "nope"`) {
+		t.Fatalf("restart unknown: %v", err)
+	}
+	if _, err := Call(ctx, path, Request{Op: OpReload}); err == nil || !strings.Contains(err.Error(), "x.hcl:3") {
+		t.Fatalf("reload error not passed through: %v", err)
+	}
+	// A second server on the same path must refuse, not steal the socket.
+	if _, err := Listen(path, f, hclog.NewNullLogger()); !errors.Is(err, ErrAlreadyRunning) {
+		t.Fatalf("second Listen = %v", err)
+	}
+}
+
+func TestNotRunningAndStale(t *testing.T) {
+	dir, _ := os.MkdirTemp("", "svc")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "ctl")
+	if _, err := Call(context.Background(), path, Request{Op: OpStatus}); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("Call without daemon = %v", err)
+	}
+	// A regular file where the socket should be is refused and kept.
+	os.WriteFile(path, []byte("keep"), 0o644)
+	if _, err := Listen(path, &fakeDaemon{}, hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("Listen over a file = %v", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "keep" {
+		t.Fatal("Listen touched a regular file")
+	}
+}
+
+// A non-root peer is refused by the file mode, and by SO_PEERCRED when the
+// mode is loosened.
+func TestNonRootRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skipf("%s: needs root", t.Name())
+	}
+	path, _ := serve(t, &fakeDaemon{})
+	// go test's build directory is 0700: give nobody a copy it can run.
+	bin := filepath.Join(filepath.Dir(path), "client")
+	self, _ := os.ReadFile(os.Args[0])
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	asNobody := func() string {
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(), "SV_CONTROL_CLIENT="+path)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("client: %v", err)
+		}
+		return string(out)
+	}
+	if got := asNobody(); got != "not-allowed" {
+		t.Errorf("nobody through 0600 = %q", got)
+	}
+	os.Chmod(path, 0o666)
+	if got := asNobody(); got != "not-allowed" {
+		t.Errorf("nobody through SO_PEERCRED = %q", got)
+	}
+}

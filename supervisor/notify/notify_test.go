@@ -1,0 +1,82 @@
+package notify
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// listen plays systemd: a datagram socket that receives notifications.
+func listen(t *testing.T) (*net.UnixConn, string) {
+	dir, err := os.MkdirTemp("", "svn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	path := filepath.Join(dir, "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, path
+}
+
+func TestDisabledIsNoop(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	n := New()
+	if n.Enabled() || n.Ready("x") != nil || n.Store("a", os.Stdin) != nil {
+		t.Fatal("notifier without NOTIFY_SOCKET did something")
+	}
+}
+
+func TestMessagesAndFDStore(t *testing.T) {
+	c, path := listen(t)
+	t.Setenv("NOTIFY_SOCKET", path)
+	n := New()
+	buf, oob := make([]byte, 512), make([]byte, 128)
+
+	if err := n.Reloading(); err != nil {
+		t.Fatal(err)
+	}
+	k, _, _, _, _ := c.ReadMsgUnix(buf, oob)
+	if got := string(buf[:k]); !strings.HasPrefix(got, "RELOADING=1\nMONOTONIC_USEC=") {
+		t.Errorf("reloading datagram = %q", got)
+	}
+
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	defer w.Close()
+	if err := n.Store("app.sock", w); err != nil {
+		t.Fatal(err)
+	}
+	k, ok, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(buf[:k]); got != "FDSTORE=1\nFDNAME=app.sock" {
+		t.Errorf("fdstore datagram = %q", got)
+	}
+	msgs, _ := unix.ParseSocketControlMessage(oob[:ok])
+	if len(msgs) != 1 {
+		t.Fatalf("control messages = %d", len(msgs))
+	}
+	fds, _ := unix.ParseUnixRights(&msgs[0])
+	if len(fds) != 1 {
+		t.Fatalf("fds = %v", fds)
+	}
+	defer syscall.Close(fds[0])
+	// The received fd is the same pipe: a write to it reaches r.
+	if _, err := syscall.Write(fds[0], []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	one := make([]byte, 1)
+	if _, err := r.Read(one); err != nil || one[0] != 'x' {
+		t.Fatalf("passed fd is not the stored file: %v", err)
+	}
+}
