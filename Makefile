@@ -2,8 +2,12 @@
 GO       ?= go
 GOFLAGS  ?= -buildvcs=false
 export PATH := $(PATH):/usr/local/go/bin
-# A Debian/rpm-valid version from git: 0.1.0+git<count>.<hash>, or the tag.
-VERSION  ?= $(shell v=$$(git describe --tags --exact-match 2>/dev/null) && echo $${v\#v} || echo 0.1.0+git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo local))
+# A Debian/rpm-valid version from git: the tag (v1.2.0 -> 1.2.0, v1.2.0-rc1
+# -> 1.2.0~rc1), else 0.1.0~git<count>.<hash>. "~" sorts before the release
+# in dpkg and rpm alike, so these snapshots upgrade to 0.1.0 when it is
+# tagged; "-" is not allowed in an rpm version and would be read as a Debian
+# revision.
+VERSION  ?= $(shell v=$$(git describe --tags --exact-match 2>/dev/null) && echo $${v\#v} | tr - '~' || echo 0.1.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$(git rev-parse --short HEAD 2>/dev/null || echo local))
 LDFLAGS  := -s -w -X github.com/sockvisor/sockvisor/supervisor/cli.Version=$(VERSION)
 BIN      := bin/sockvisor
 
@@ -32,6 +36,15 @@ bench: deps build
 
 demo: deps build
 	./packaging/demo/demo.sh $(BIN)
+
+# dist/sockvisor_<version>_amd64.deb and dist/sockvisor-<version>.x86_64.rpm
+# (DIST= to put them elsewhere). nfpm runs as a pinned tool through the Go
+# module cache, not as a dependency of this module; offline, after one fetch:
+# make package GOPROXY=file://$$(go env GOMODCACHE)/cache/download
+DIST     ?= dist
+NFPM     ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+package: build
+	VERSION='$(VERSION)' DIST='$(DIST)' BIN='$(BIN)' NFPM='$(NFPM)' ./packaging/package.sh
 
 clean:
 	rm -rf bin dist

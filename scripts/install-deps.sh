@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
 	apache2 gunicorn python3-gunicorn uwsgi-core uwsgi-plugin-python3 php-fpm
 	wrk curl mmdebstrap iproute2 procps psmisc
-	lintian rpm checkpolicy policycoreutils selinux-policy-dev gnuplot-nox
+	lintian rpm cpio groff-base checkpolicy semodule-utils policycoreutils selinux-policy-dev gnuplot-nox
 )
 
 missing=()

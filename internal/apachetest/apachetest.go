@@ -49,10 +49,22 @@ func Available() bool {
 	return err == nil
 }
 
+// Option changes how Start runs Apache.
+type Option func(*options)
+
+type options struct {
+	privateTmp bool
+}
+
+// PrivateTmp runs Apache in a mount namespace of its own with fresh, empty
+// /tmp and /var/tmp, as systemd's PrivateTmp=true does for apache2.service.
+// The instance's directory is then created under /run, outside both.
+func PrivateTmp() Option { return func(o *options) { o.privateTmp = true } }
+
 // Start writes a config that Includes site (may be empty) and starts Apache in
 // the foreground as a child of the test. Apache runs its workers as
 // www-data, like Debian's own, so socket permissions are tested for real.
-func Start(t testing.TB, site string) *Instance {
+func Start(t testing.TB, site string, opts ...Option) *Instance {
 	t.Helper()
 	if !Available() {
 		t.Skipf("%s: needs apache2 (apt-get install apache2)", t.Name())
@@ -60,7 +72,15 @@ func Start(t testing.TB, site string) *Instance {
 	if os.Geteuid() != 0 {
 		t.Skipf("%s: needs root", t.Name())
 	}
-	dir, err := os.MkdirTemp("", "svap")
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	base := ""
+	if o.privateTmp {
+		base = "/run"
+	}
+	dir, err := os.MkdirTemp(base, "svap")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +104,12 @@ func Start(t testing.TB, site string) *Instance {
 		t.Fatal(err)
 	}
 	in.cmd = exec.Command(Binary, "-d", dir, "-f", in.ConfFile, "-DFOREGROUND")
+	if o.privateTmp {
+		// unshare and sh both exec, so the pid stays Apache's.
+		in.cmd = exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+			`mount -t tmpfs -o mode=1777 tmpfs /tmp && mount -t tmpfs -o mode=1777 tmpfs /var/tmp && exec "$0" "$@"`,
+			Binary, "-d", dir, "-f", in.ConfFile, "-DFOREGROUND")
+	}
 	in.cmd.Stdout, in.cmd.Stderr = os.Stderr, os.Stderr
 	in.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := in.cmd.Start(); err != nil {

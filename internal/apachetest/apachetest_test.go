@@ -2,6 +2,7 @@ package apachetest
 
 import (
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -22,5 +23,21 @@ func TestStartServesAndReloads(t *testing.T) {
 	}
 	if out, err := in.ConfigTest(); err != nil {
 		t.Fatalf("configtest: %v %s", err, out)
+	}
+}
+
+func TestPrivateTmpHidesHostTmp(t *testing.T) {
+	in := Start(t, "", PrivateTmp())
+	f, err := os.CreateTemp("", "svmark")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	if _, err := os.Stat("/proc/" + strconv.Itoa(in.PID()) + "/root" + f.Name()); !os.IsNotExist(err) {
+		t.Fatalf("Apache sees the host's %s: %v", f.Name(), err)
+	}
+	if code, _, err := in.Get("/"); err != nil || code == 0 {
+		t.Fatalf("GET / = %d %v\n%s", code, err, in.Log())
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/sockvisor/sockvisor/supervisor/config"
+	"github.com/sockvisor/sockvisor/supervisor/shim"
 )
 
 // Exit codes, stable for scripts and RestartPreventExitStatus=.
@@ -65,6 +66,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return ExitOK
 	}
 	name := args[0]
+	if name == shim.Arg {
+		// Hidden: the backend supervisor re-executes sockvisor as the shim.
+		return shim.Main(args[1:])
+	}
 	c, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(stderr, "sockvisor: unknown command %q; run `sockvisor --help` for the list\n", name)

@@ -81,6 +81,9 @@ type Apache struct {
 	ConfigFile string // "" means the flavor's default
 	Unit       string // "" means the flavor's default
 	Reload     string // dbus | apachectl | none
+	// Apachectl is the argv prefix that runs Apache's -t, -M and -k graceful;
+	// nil means the flavor's (apache2ctl or httpd).
+	Apachectl []string
 }
 
 // Backend is one supervised application server.

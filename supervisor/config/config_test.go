@@ -122,6 +122,7 @@ func TestProblems(t *testing.T) {
 		{"unknown key in backend", "backend \"a\" {\n  command = [\"/bin/true\"]\n  comand = 1\n}\n", "3", []string{"comand"}},
 		{"wrong type", "backend \"a\" {\n  command = \"/bin/true\"\n}\n", "2", []string{"command"}},
 		{"bad mode", "socket_dir_mode = \"rwx\"\n", "1", []string{"octal"}},
+		{"world-writable dir", "socket_dir_mode = \"2777\"\n", "1", []string{"every user"}},
 		{"mode not a string", "socket_dir_mode = 0750\n", "1", []string{"octal"}},
 		{"bad duration", "backend \"a\" {\n  command = [\"/bin/true\"]\n  user = \"root\"\n  stop_timeout = \"soon\"\n}\n", "4", []string{"duration"}},
 		{"bad signal", "backend \"a\" {\n  command = [\"/bin/true\"]\n  user = \"root\"\n  stop_signal = \"BOOM\"\n}\n", "4", []string{"signal"}},
@@ -221,4 +222,16 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error does not wrap ErrInvalid: %v", err)
 		}
 	})
+}
+
+func TestPeekControlSocket(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.hcl")
+	os.WriteFile(p, []byte("control_socket = \"/run/x.ctl\"\nbackend \"a\" { bogus = 1 }\n"), 0o644)
+	if got := PeekControlSocket(p); got != "/run/x.ctl" {
+		t.Errorf("PeekControlSocket(broken file) = %q", got)
+	}
+	if got := PeekControlSocket(filepath.Join(dir, "none")); got != "/run/sockvisor.ctl" {
+		t.Errorf("PeekControlSocket(missing) = %q", got)
+	}
 }

@@ -2,12 +2,15 @@ package config
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 )
+
+const defaultControlSocket = "/run/sockvisor.ctl"
 
 // The file* types mirror the HCL file. Optional scalars are pointers so that
 // "unset" and "set to the zero value" stay distinct; there is no ",remain"
@@ -29,10 +32,11 @@ type fileConfig struct {
 }
 
 type fileApache struct {
-	Flavor     *string `hcl:"flavor,optional"`
-	ConfigFile *string `hcl:"config_file,optional"`
-	Unit       *string `hcl:"unit,optional"`
-	Reload     *string `hcl:"reload,optional"`
+	Flavor     *string  `hcl:"flavor,optional"`
+	ConfigFile *string  `hcl:"config_file,optional"`
+	Unit       *string  `hcl:"unit,optional"`
+	Reload     *string  `hcl:"reload,optional"`
+	Apachectl  []string `hcl:"apachectl,optional"`
 }
 
 type fileBackend struct {
@@ -172,4 +176,29 @@ func nameAttributes(ps Problems, pos map[string]string) Problems {
 
 func rangePos(r hcl.Range) string {
 	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}
+
+// PeekControlSocket returns control_socket from the file at path even when
+// the rest of the file is invalid, so `sockvisor reload` and `status` can still
+// reach a daemon whose config the user just broke. It falls back to the default.
+func PeekControlSocket(path string) string {
+	const def = defaultControlSocket
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return def
+	}
+	f, _ := hclsyntax.ParseConfig(src, path, hcl.InitialPos)
+	if f == nil {
+		return def
+	}
+	content, _, _ := f.Body.PartialContent(&hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "control_socket"}}})
+	attr, ok := content.Attributes["control_socket"]
+	if !ok {
+		return def
+	}
+	var s string
+	if diags := gohcl.DecodeExpression(attr.Expr, nil, &s); diags.HasErrors() || s == "" {
+		return def
+	}
+	return s
 }

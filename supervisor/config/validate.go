@@ -84,12 +84,15 @@ func (v *validator) build(fc *fileConfig) *Config {
 		SocketOwner:   str(fc.SocketOwner, "root"),
 		SocketGroup:   str(fc.SocketGroup, DetectApacheGroup()),
 		SELinuxType:   str(fc.SELinuxType, "httpd_var_run_t"),
-		ControlSocket: str(fc.ControlSocket, "/run/sockvisor.ctl"),
+		ControlSocket: str(fc.ControlSocket, defaultControlSocket),
 		MetricsListen: str(fc.MetricsListen, ""),
 		LogLevel:      str(fc.LogLevel, "info"),
 		LogFormat:     str(fc.LogFormat, "text"),
 	}
 	c.SocketDirMode = v.mode("socket_dir_mode", str(fc.SocketDirMode, "2750"), 0o7777)
+	if c.SocketDirMode&0o002 != 0 {
+		v.at("socket_dir_mode", "socket_dir_mode %s lets every user write to socket_dir, so anyone could replace a socket; drop the last digit's write bit, e.g. \"2750\"", c.SocketDirMode)
+	}
 	v.absPath("socket_dir", c.SocketDir)
 	if c.SocketDir == "/" {
 		v.at("socket_dir", "socket_dir must not be /; use a directory of its own such as /run/sockvisor")
@@ -121,6 +124,12 @@ func (v *validator) build(fc *fileConfig) *Config {
 		ConfigFile: str(fa.ConfigFile, ""),
 		Unit:       str(fa.Unit, ""),
 		Reload:     str(fa.Reload, "dbus"),
+		Apachectl:  fa.Apachectl,
+	}
+	if len(c.Apache.Apachectl) > 0 {
+		if _, err := exec.LookPath(c.Apache.Apachectl[0]); err != nil {
+			v.at("apache.apachectl", "apache.apachectl %q is not an executable file; name apache2ctl, apachectl or httpd", c.Apache.Apachectl[0])
+		}
 	}
 	v.oneOf("apache.flavor", c.Apache.Flavor, "auto", "debian", "rhel")
 	v.oneOf("apache.reload", c.Apache.Reload, "dbus", "apachectl", "none")

@@ -1,19 +1,22 @@
-// Package control is sockvisor's root-only control API: newline-delimited
-// JSON over a Unix socket, one request per connection.
+// Package control is sockvisor's root-only control API: HTTP/1.1 over a
+// Unix socket. GET /status returns JSON, POST /restart?backend=NAME and
+// POST /reload act, GET /metrics serves Prometheus text exposition.
 //
 // Invariant: a request is served only if the peer's SO_PEERCRED uid is 0, on
-// top of the socket file's 0600 root:root mode; the socket is never unlinked
-// while another sockvisor answers on it.
+// top of the socket file's 0600 mode; the socket is never unlinked while
+// another sockvisor answers on it.
 package control
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"syscall"
 	"time"
@@ -29,20 +32,7 @@ var (
 	ErrAlreadyRunning = errors.New("another sockvisor is already running")
 )
 
-// Ops understood by the server.
-const (
-	OpStatus  = "status"
-	OpRestart = "restart"
-	OpReload  = "reload"
-)
-
-// Request is one call.
-type Request struct {
-	Op      string `json:"op"`
-	Backend string `json:"backend,omitempty"`
-}
-
-// Response is the answer to one call. Error is set when OK is false.
+// Response is the JSON body of every answer. Error is set when OK is false.
 type Response struct {
 	OK     bool            `json:"ok"`
 	Error  string          `json:"error,omitempty"`
@@ -58,14 +48,17 @@ type Handler interface {
 
 // Server serves the control socket.
 type Server struct {
-	ln  *net.UnixListener
-	h   Handler
-	log hclog.Logger
+	ln      *net.UnixListener
+	srv     *http.Server
+	h       Handler
+	metrics http.Handler
+	log     hclog.Logger
 }
 
 // Listen binds path with mode 0600, replacing a stale socket but refusing to
 // touch a live one or anything that is not a socket.
-func Listen(path string, h Handler, log hclog.Logger) (*Server, error) {
+// metrics may be nil.
+func Listen(path string, h Handler, metrics http.Handler, log hclog.Logger) (*Server, error) {
 	if err := clearStale(path); err != nil {
 		return nil, err
 	}
@@ -79,7 +72,27 @@ func Listen(path string, h Handler, log hclog.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("chmod control socket %s: %w", path, err)
 	}
-	return &Server{ln: ln, h: h, log: log}, nil
+	s := &Server{ln: ln, h: h, metrics: metrics, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", s.status)
+	mux.HandleFunc("POST /restart", s.restart)
+	mux.HandleFunc("POST /reload", s.reload)
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics)
+	}
+	s.srv = &http.Server{
+		Handler:           s.rootOnly(mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			uid, err := peerUID(c.(*net.UnixConn))
+			if err != nil {
+				uid = -1
+			}
+			return context.WithValue(ctx, peerKey{}, uid)
+		},
+		ErrorLog: log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
+	return s, nil
 }
 
 func clearStale(path string) error {
@@ -104,72 +117,72 @@ func clearStale(path string) error {
 	return os.Remove(path)
 }
 
-// Serve answers requests until ctx ends, then closes the listener and
-// removes the socket file. Each request gets its own goroutine so a slow
-// restart does not block status.
+type peerKey struct{}
+
+// Serve answers requests until ctx ends, then closes the listener and removes
+// the socket file. Requests run concurrently, so a slow restart does not block
+// status.
 func (s *Server) Serve(ctx context.Context) {
 	s.ln.SetUnlinkOnClose(true)
-	go func() { <-ctx.Done(); s.ln.Close() }()
-	for {
-		c, err := s.ln.AcceptUnix()
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Error("control socket accept failed", "error", err)
-			}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.srv.Shutdown(sctx)
+	}()
+	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("control socket stopped", "error", err)
+	}
+}
+
+func (s *Server) rootOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if uid, _ := r.Context().Value(peerKey{}).(int); uid != 0 {
+			s.log.Warn("control request refused", "peer_uid", uid, "path", r.URL.Path)
+			reply(w, http.StatusForbidden, nil, fmt.Errorf("%w; run the command as root (sudo)", ErrNotAllowed))
 			return
 		}
-		go s.serveConn(ctx, c)
-	}
+		s.log.Debug("control request", "method", r.Method, "path", r.URL.Path)
+		next.ServeHTTP(w, r)
+	})
 }
 
-func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) {
-	defer c.Close()
-	enc := json.NewEncoder(c)
-	uid, err := peerUID(c)
-	if err != nil || uid != 0 {
-		s.log.Warn("control request refused", "peer_uid", uid, "error", err)
-		enc.Encode(Response{Error: ErrNotAllowed.Error() + "; run the command as root (sudo)"})
-		return
-	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var req Request
-	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
-		enc.Encode(Response{Error: "malformed request: " + err.Error()})
-		return
-	}
-	c.SetReadDeadline(time.Time{})
-	s.log.Debug("control request", "op", req.Op, "backend", req.Backend)
-	enc.Encode(s.dispatch(ctx, req))
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	res, err := s.h.Status(r.Context())
+	reply(w, http.StatusInternalServerError, res, err)
 }
 
-func (s *Server) dispatch(ctx context.Context, req Request) Response {
-	var result any
-	var err error
-	switch req.Op {
-	case OpStatus:
-		result, err = s.h.Status(ctx)
-	case OpRestart:
-		err = s.h.Restart(ctx, req.Backend)
-	case OpReload:
-		err = s.h.Reload(ctx)
-	default:
-		err = fmt.Errorf("unknown operation %q", req.Op)
-	}
+func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
+	reply(w, http.StatusConflict, nil, s.h.Restart(r.Context(), r.URL.Query().Get("backend")))
+}
+
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	reply(w, http.StatusConflict, nil, s.h.Reload(r.Context()))
+}
+
+// reply writes a Response; failCode is used when err is set.
+func reply(w http.ResponseWriter, failCode int, result any, err error) {
+	resp := Response{OK: err == nil}
+	code := http.StatusOK
 	if err != nil {
-		return Response{Error: err.Error()}
-	}
-	resp := Response{OK: true}
-	if result != nil {
-		raw, err := json.Marshal(result)
-		if err != nil {
-			return Response{Error: err.Error()}
+		resp.Error, code = err.Error(), failCode
+	} else if result != nil {
+		raw, merr := json.Marshal(result)
+		if merr != nil {
+			resp = Response{Error: merr.Error()}
+			code = http.StatusInternalServerError
 		}
 		resp.Result = raw
 	}
-	return resp
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(resp)
 }
 
 func peerUID(c *net.UnixConn) (int, error) {
+	if c == nil {
+		return -1, errors.New("not a unix connection")
+	}
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return -1, err
@@ -187,34 +200,80 @@ func peerUID(c *net.UnixConn) (int, error) {
 	return int(cred.Uid), nil
 }
 
-// Call sends one request to the daemon at path and waits for the answer.
-func Call(ctx context.Context, path string, req Request) (json.RawMessage, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
+// Client talks to a running daemon.
+type Client struct {
+	path string
+	http *http.Client
+}
+
+// NewClient returns a client for the control socket at path.
+func NewClient(path string) *Client {
+	return &Client{path: path, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+// Status returns the daemon's status document.
+func (c *Client) Status(ctx context.Context) (json.RawMessage, error) {
+	return c.call(ctx, http.MethodGet, "/status")
+}
+
+// Restart replaces one backend's process.
+func (c *Client) Restart(ctx context.Context, backend string) error {
+	_, err := c.call(ctx, http.MethodPost, "/restart?backend="+url.QueryEscape(backend))
+	return err
+}
+
+// Reload makes the daemon re-read its config; the error says why it failed.
+func (c *Client) Reload(ctx context.Context) error {
+	_, err := c.call(ctx, http.MethodPost, "/reload")
+	return err
+}
+
+// Metrics returns the Prometheus text exposition.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://sockvisor/metrics", nil)
+	resp, err := c.do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	resp, err := c.http.Do(req)
 	switch {
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
-		return nil, fmt.Errorf("%w: no daemon answers on %s; start it with `systemctl start sockvisor` (or `sockvisor run`)", ErrNotRunning, path)
+		return nil, fmt.Errorf("%w: no daemon answers on %s; start it with `systemctl start sockvisor` (or `sockvisor run`)", ErrNotRunning, c.path)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return nil, fmt.Errorf("%w: permission denied on %s; run the command as root (sudo)", ErrNotAllowed, path)
+		return nil, fmt.Errorf("%w: permission denied on %s; run the command as root (sudo)", ErrNotAllowed, c.path)
 	case err != nil:
-		return nil, fmt.Errorf("connecting to %s: %w", path, err)
+		return nil, fmt.Errorf("talking to sockvisor on %s: %w", c.path, err)
 	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
+	return resp, nil
+}
+
+func (c *Client) call(ctx context.Context, method, path string) (json.RawMessage, error) {
+	req, _ := http.NewRequestWithContext(ctx, method, "http://sockvisor"+path, nil)
+	resp, err := c.do(req)
+	if err != nil {
+		return nil, err
 	}
-	if err := json.NewEncoder(c).Encode(req); err != nil {
-		return nil, fmt.Errorf("sending request to %s: %w", path, err)
+	defer resp.Body.Close()
+	var r Response
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return nil, fmt.Errorf("reading sockvisor's answer on %s: %w", c.path, err)
 	}
-	var resp Response
-	if err := json.NewDecoder(c).Decode(&resp); err != nil {
-		return nil, fmt.Errorf("reading answer from %s: %w", path, err)
-	}
-	if !resp.OK {
-		if resp.Error == ErrNotAllowed.Error()+"; run the command as root (sudo)" {
+	if !r.OK {
+		if resp.StatusCode == http.StatusForbidden {
 			return nil, fmt.Errorf("%w; run the command as root (sudo)", ErrNotAllowed)
 		}
-		return nil, errors.New(resp.Error)
+		return nil, errors.New(r.Error)
 	}
-	return resp.Result, nil
+	return r.Result, nil
 }

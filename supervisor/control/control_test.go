@@ -19,7 +19,7 @@ import (
 // TestMain lets the test binary play a client running as another user.
 func TestMain(m *testing.M) {
 	if path := os.Getenv("SV_CONTROL_CLIENT"); path != "" {
-		_, err := Call(context.Background(), path, Request{Op: OpStatus})
+		_, err := NewClient(path).Status(context.Background())
 		switch {
 		case errors.Is(err, ErrNotAllowed):
 			fmt.Print("not-allowed")
@@ -53,7 +53,7 @@ func serve(t *testing.T, h Handler) (string, context.CancelFunc) {
 	}
 	os.Chmod(dir, 0o755)
 	path := filepath.Join(dir, "ctl")
-	s, err := Listen(path, h, hclog.New(&hclog.LoggerOptions{Output: os.Stderr}))
+	s, err := Listen(path, h, nil, hclog.New(&hclog.LoggerOptions{Output: os.Stderr}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,22 +76,23 @@ func TestRoundTrip(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	raw, err := Call(ctx, path, Request{Op: OpStatus})
+	c := NewClient(path)
+	raw, err := c.Status(ctx)
 	var st map[string]int
 	if err != nil || json.Unmarshal(raw, &st) != nil || st["backends"] != 2 {
 		t.Fatalf("status = %s, %v", raw, err)
 	}
-	if _, err := Call(ctx, path, Request{Op: OpRestart, Backend: "app"}); err != nil || f.restarted != "app" {
+	if err := c.Restart(ctx, "app"); err != nil || f.restarted != "app" {
 		t.Fatalf("restart: %v", err)
 	}
-	if _, err := Call(ctx, path, Request{Op: OpRestart, Backend: "nope"}); err == nil || !strings.Contains(err.Error(), `no backend named "nope"`) {
+	if err := c.Restart(ctx, "nope"); err == nil || !strings.Contains(err.Error(), `no backend named "nope"`) {
 		t.Fatalf("restart unknown: %v", err)
 	}
-	if _, err := Call(ctx, path, Request{Op: OpReload}); err == nil || !strings.Contains(err.Error(), "x.hcl:3") {
+	if err := c.Reload(ctx); err == nil || !strings.Contains(err.Error(), "x.hcl:3") {
 		t.Fatalf("reload error not passed through: %v", err)
 	}
 	// A second server on the same path must refuse, not steal the socket.
-	if _, err := Listen(path, f, hclog.NewNullLogger()); !errors.Is(err, ErrAlreadyRunning) {
+	if _, err := Listen(path, f, nil, hclog.NewNullLogger()); !errors.Is(err, ErrAlreadyRunning) {
 		t.Fatalf("second Listen = %v", err)
 	}
 }
@@ -100,12 +101,12 @@ func TestNotRunningAndStale(t *testing.T) {
 	dir, _ := os.MkdirTemp("", "svc")
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "ctl")
-	if _, err := Call(context.Background(), path, Request{Op: OpStatus}); !errors.Is(err, ErrNotRunning) {
+	if _, err := NewClient(path).Status(context.Background()); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Call without daemon = %v", err)
 	}
 	// A regular file where the socket should be is refused and kept.
 	os.WriteFile(path, []byte("keep"), 0o644)
-	if _, err := Listen(path, &fakeDaemon{}, hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := Listen(path, &fakeDaemon{}, nil, hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("Listen over a file = %v", err)
 	}
 	if b, _ := os.ReadFile(path); string(b) != "keep" {

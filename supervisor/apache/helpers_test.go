@@ -1,0 +1,245 @@
+package apache
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/supervisor/config"
+)
+
+func testLogger() hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "test", Output: os.Stderr, Level: hclog.Debug})
+}
+
+// testDir returns a short directory Apache's www-data workers can search,
+// removed at cleanup.
+func testDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("%s: needs root", t.Name())
+	}
+}
+
+func needBinary(t *testing.T, path string) {
+	t.Helper()
+	if _, err := exec.LookPath(path); err != nil {
+		t.Skipf("%s: needs %s", t.Name(), path)
+	}
+}
+
+// proc is a backend the test started in its own process group.
+type proc struct {
+	cmd *exec.Cmd
+	log string
+}
+
+func (p *proc) Log() string {
+	b, _ := os.ReadFile(p.log)
+	return string(b)
+}
+
+func startProc(t *testing.T, logPath string, env []string, argv ...string) *proc {
+	t.Helper()
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), env...)
+	// Pdeathsig: a test binary killed before its cleanups leaves no backend.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", argv[0], err)
+	}
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	})
+	return &proc{cmd: cmd, log: logPath}
+}
+
+func waitSocket(t *testing.T, path string, p *proc) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s never accepted connections; backend log:\n%s", path, p.Log())
+}
+
+// The WSGI app every Python backend runs: it names itself and echoes what
+// it was asked.
+const wsgiApp = `import os
+NAME = os.environ.get("APP_NAME", "?")
+def application(env, start):
+    body = "name=%s path=%s host=%s\n" % (NAME, env.get("PATH_INFO"), env.get("HTTP_HOST"))
+    start("200 OK", [("Content-Type", "text/plain")])
+    return [body.encode()]
+`
+
+func writeApp(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(wsgiApp), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startGunicorn serves the app as name on a unix socket it binds itself.
+func startGunicorn(t *testing.T, dir, sock, name string) {
+	t.Helper()
+	needBinary(t, "gunicorn")
+	writeApp(t, dir)
+	p := startProc(t, filepath.Join(dir, name+".log"), nil, "gunicorn",
+		"--chdir", dir, "--bind", "unix:"+sock, "--workers", "2", "-e", "APP_NAME="+name, "app:application")
+	waitSocket(t, sock, p)
+}
+
+func startUWSGI(t *testing.T, dir, sock, name string) {
+	t.Helper()
+	needBinary(t, "uwsgi")
+	writeApp(t, dir)
+	p := startProc(t, filepath.Join(dir, name+".log"), nil, "uwsgi",
+		"--plugin", "python3", "--socket", sock, "--chmod-socket=666", "--chdir", dir,
+		"--wsgi-file", filepath.Join(dir, "app.py"), "--env", "APP_NAME="+name, "--die-on-term")
+	waitSocket(t, sock, p)
+}
+
+// startFPM runs PHP-FPM with one pool per socket and a document root
+// holding index.php, which echoes what PHP resolved. It returns the root.
+func startFPM(t *testing.T, dir string, socks ...string) string {
+	t.Helper()
+	needBinary(t, "php-fpm8.2")
+	root := filepath.Join(dir, "www")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	php := `<?php echo "SCRIPT_FILENAME=", $_SERVER['SCRIPT_FILENAME'], " PATH_INFO=", $_SERVER['PATH_INFO'] ?? '', " SCRIPT_NAME=", $_SERVER['SCRIPT_NAME'], "\n";`
+	if err := os.WriteFile(filepath.Join(root, "index.php"), []byte(php), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf("[global]\nerror_log = %s/fpm.log\ndaemonize = no\n", dir)
+	for i, sock := range socks {
+		conf += fmt.Sprintf("[pool%d]\nuser = www-data\ngroup = www-data\nlisten = %s\nlisten.mode = 0666\npm = static\npm.max_children = 2\n", i, sock)
+	}
+	cf := filepath.Join(dir, "fpm.conf")
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, filepath.Join(dir, "fpm.out"), nil, "php-fpm8.2", "-F", "-y", cf)
+	for _, sock := range socks {
+		waitSocket(t, sock, p)
+	}
+	return root
+}
+
+// loadHCL parses body as sockvisor.hcl with socket_dir = dir.
+func loadHCL(t *testing.T, dir, body string) *config.Config {
+	t.Helper()
+	path := filepath.Join(dir, "sockvisor.hcl")
+	src := fmt.Sprintf("socket_dir = %q\n%s", dir, body)
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, src)
+	}
+	return cfg
+}
+
+// testApache starts a private Apache that Includes conf-enabled/*.conf
+// under dir, as Debian's does, and returns a Layout pointing at it.
+func testApache(t *testing.T, dir string) (*apachetest.Instance, Layout) {
+	t.Helper()
+	needRoot(t)
+	for _, d := range []string{"conf-available", "conf-enabled"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := apachetest.Start(t, fmt.Sprintf("IncludeOptional %s/conf-enabled/*.conf\n", dir))
+	l := Layout{
+		Flavor:     "debian",
+		ConfigFile: filepath.Join(dir, "conf-available", "sockvisor.conf"),
+		EnableLink: filepath.Join(dir, "conf-enabled", "sockvisor.conf"),
+		Apachectl:  in.Command(),
+		Unit:       "apache2.service",
+		RunUser:    "www-data",
+		RunGroup:   "www-data",
+	}
+	return in, l
+}
+
+// countingReloader counts reloads of a real reloader.
+type countingReloader struct {
+	Reloader
+	n atomic.Int32
+}
+
+func (c *countingReloader) Reload(ctx context.Context) error {
+	c.n.Add(1)
+	return c.Reloader.Reload(ctx)
+}
+
+func newTestManager(t *testing.T, l Layout) (*Manager, *countingReloader) {
+	t.Helper()
+	r := &countingReloader{Reloader: &ApachectlReloader{Apachectl: l.Apachectl}}
+	m := NewManager(Options{Layout: l, Reloader: r, Logger: testLogger()})
+	t.Cleanup(func() { m.Close() })
+	return m, r
+}
+
+func mustApply(t *testing.T, m *Manager, cfg *config.Config) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	changed, err := m.Apply(ctx, cfg)
+	if err != nil || !changed {
+		t.Fatalf("Apply = %v, %v", changed, err)
+	}
+}
+
+func wantGet(t *testing.T, in *apachetest.Instance, path string, fragments ...string) string {
+	t.Helper()
+	code, body, err := in.Get(path)
+	if err != nil || code != 200 {
+		t.Fatalf("GET %s = %d %q %v\n%s", path, code, body, err, in.Log())
+	}
+	for _, f := range fragments {
+		if !strings.Contains(body, f) {
+			t.Errorf("GET %s = %q, want %q in it", path, body, f)
+		}
+	}
+	return body
+}

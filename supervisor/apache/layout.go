@@ -1,0 +1,125 @@
+package apache
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
+	"github.com/sockvisor/sockvisor/supervisor/config"
+)
+
+// Layout is where a distribution's Apache keeps things and how to drive it.
+type Layout struct {
+	Flavor string // "debian" or "rhel"
+	// ConfigFile is sockvisor's own config file, the only file it writes.
+	ConfigFile string
+	// EnableLink is the symlink that enables ConfigFile, as a2enconf makes
+	// it on Debian; "" when the file is read where it is (RHEL's conf.d).
+	EnableLink string
+	// Apachectl is the argv prefix for -M, -t and -k graceful.
+	Apachectl []string
+	Unit      string // systemd unit, for reload = "dbus"
+	RunUser   string
+	RunGroup  string
+}
+
+// DetectLayout works out the layout for cfg.Apache: the flavor (auto
+// looks for Debian's apache2, then RHEL's httpd) and its defaults, with
+// config_file and unit from the config taking precedence.
+func DetectLayout(cfg *config.Config) (Layout, error) {
+	return detectLayout(cfg.Apache, "/")
+}
+
+// detectLayout does DetectLayout with every file looked up under root, so
+// tests can build a fake /etc.
+func detectLayout(a config.Apache, root string) (Layout, error) {
+	at := func(p string) string { return filepath.Join(root, p) }
+	exists := func(p string) bool { _, err := os.Stat(at(p)); return err == nil }
+
+	flavor := a.Flavor
+	if flavor == "" || flavor == "auto" {
+		switch {
+		case exists("/etc/apache2/apache2.conf"):
+			flavor = "debian"
+		case exists("/etc/httpd/conf/httpd.conf"):
+			flavor = "rhel"
+		default:
+			return Layout{}, fmt.Errorf("%w: neither %s (Debian) nor %s (RHEL, Fedora) exists; install Apache or set apache.flavor",
+				ErrNoApache, at("/etc/apache2/apache2.conf"), at("/etc/httpd/conf/httpd.conf"))
+		}
+	}
+
+	var l Layout
+	switch flavor {
+	case "debian":
+		l = Layout{
+			Flavor:     "debian",
+			ConfigFile: at("/etc/apache2/conf-available/sockvisor.conf"),
+			Apachectl:  []string{"/usr/sbin/apache2ctl"},
+			Unit:       "apache2.service",
+			RunUser:    "www-data",
+			RunGroup:   "www-data",
+		}
+		// apache2ctl takes the run identity from envvars; so do we.
+		if vars, err := apacheconf.ReadEnvvars(at("/etc/apache2/envvars")); err == nil {
+			if u := vars["APACHE_RUN_USER"]; u != "" {
+				l.RunUser = u
+			}
+			if g := vars["APACHE_RUN_GROUP"]; g != "" {
+				l.RunGroup = g
+			}
+		}
+	case "rhel":
+		l = Layout{
+			Flavor:     "rhel",
+			ConfigFile: at("/etc/httpd/conf.d/sockvisor.conf"),
+			Apachectl:  []string{"/usr/sbin/httpd"},
+			Unit:       "httpd.service",
+			RunUser:    "apache",
+			RunGroup:   "apache",
+		}
+	default:
+		return Layout{}, fmt.Errorf("%w: apache.flavor %q is unknown; use auto, debian or rhel", ErrNoApache, flavor)
+	}
+	if a.ConfigFile != "" {
+		l.ConfigFile = a.ConfigFile
+	}
+	if a.Unit != "" {
+		l.Unit = a.Unit
+	}
+	if len(a.Apachectl) > 0 {
+		l.Apachectl = a.Apachectl
+	}
+	l.EnableLink = enableLink(l.ConfigFile)
+	return l, nil
+}
+
+// enableLink returns conf-enabled/NAME for a file in a conf-available
+// directory, Debian's convention, and "" for any other place.
+func enableLink(file string) string {
+	dir := filepath.Dir(file)
+	if filepath.Base(dir) != "conf-available" {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(dir), "conf-enabled", filepath.Base(file))
+}
+
+// enableCommand names what enables a module on this flavor.
+func (l Layout) enableCommand(mods []string) string {
+	if l.Flavor == "rhel" {
+		line := ""
+		for i, m := range mods {
+			if i > 0 {
+				line += `" and "`
+			}
+			line += fmt.Sprintf("LoadModule %s_module modules/mod_%s.so", m, m)
+		}
+		return fmt.Sprintf(`add "%s" to a file in /etc/httpd/conf.modules.d/ and restart httpd`, line)
+	}
+	cmd := "a2enmod"
+	for _, m := range mods {
+		cmd += " " + m
+	}
+	return fmt.Sprintf(`run "%s" and restart Apache (a reload does not load modules)`, cmd)
+}

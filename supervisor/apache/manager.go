@@ -1,0 +1,302 @@
+package apache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
+	"github.com/sockvisor/sockvisor/supervisor/config"
+)
+
+// DefaultWindow is how long Schedule waits for further changes.
+const DefaultWindow = time.Second
+
+// DefaultCommandTimeout bounds each apachectl run.
+const DefaultCommandTimeout = time.Minute
+
+// Clock is the time source for coalescing; tests inject a fake one.
+type Clock interface {
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Options configures a Manager. Layout is required.
+type Options struct {
+	Layout Layout
+	// Reloader reloads Apache; nil means NoReload. The Manager owns it and
+	// closes it if it is an io.Closer.
+	Reloader Reloader
+	Logger   hclog.Logger
+	// Window is how long Schedule collects changes; 0 means DefaultWindow.
+	Window time.Duration
+	// Clock drives Window; nil means the real clock.
+	Clock Clock
+	// OnApply, if set, gets the result of every scheduled apply, on the
+	// Manager's goroutine.
+	OnApply func(changed bool, err error)
+	// CommandTimeout bounds each apachectl run; 0 means DefaultCommandTimeout.
+	CommandTimeout time.Duration
+}
+
+// Manager applies rendered configs to Apache, one at a time.
+type Manager struct {
+	opts Options
+	log  hclog.Logger
+	// render and modules are seams for fault injection in tests.
+	render  func(*config.Config) []byte
+	modules func(ctx context.Context) (map[string]bool, error)
+
+	// applyMu serialises Apply: one transaction at a time.
+	applyMu sync.Mutex
+
+	// pend holds the latest config Schedule was given, not yet applied.
+	pend struct {
+		sync.Mutex
+		cfg *config.Config
+	}
+	kick   chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New builds the Manager the daemon uses: the layout detected for cfg and
+// the reloader its apache.reload names.
+func New(cfg *config.Config, log hclog.Logger) (*Manager, error) {
+	l, err := DetectLayout(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r, err := NewReloader(cfg.Apache.Reload, l)
+	if err != nil {
+		return nil, err
+	}
+	return NewManager(Options{Layout: l, Reloader: r, Logger: log}), nil
+}
+
+// NewManager starts a Manager; Close stops it.
+func NewManager(o Options) *Manager {
+	if o.Reloader == nil {
+		o.Reloader = NoReload{}
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.Clock == nil {
+		o.Clock = realClock{}
+	}
+	o.Window = orDefault(o.Window, DefaultWindow)
+	o.CommandTimeout = orDefault(o.CommandTimeout, DefaultCommandTimeout)
+	m := &Manager{
+		opts:   o,
+		log:    o.Logger.Named("apache"),
+		render: Render,
+		kick:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+	}
+	m.modules = func(ctx context.Context) (map[string]bool, error) {
+		return apacheconf.LoadedModules(ctx, o.Layout.Apachectl)
+	}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	go m.loop()
+	return m
+}
+
+// Layout returns the layout the Manager writes to.
+func (m *Manager) Layout() Layout { return m.opts.Layout }
+
+// Close stops scheduled applies, waits for one in progress, and closes the
+// reloader.
+func (m *Manager) Close() error {
+	m.cancel()
+	<-m.done
+	if c, ok := m.opts.Reloader.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// Schedule applies cfg after the coalescing window; configs scheduled within
+// one window replace each other, so a burst of changes costs one reload.
+func (m *Manager) Schedule(cfg *config.Config) {
+	m.pend.Lock()
+	m.pend.cfg = cfg
+	m.pend.Unlock()
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop owns the coalescing: the window opens at the first change, so a
+// steady stream of changes still applies at least once per window.
+func (m *Manager) loop() {
+	defer close(m.done)
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.kick:
+		}
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-m.opts.Clock.After(m.opts.Window):
+		}
+		m.pend.Lock()
+		cfg := m.pend.cfg
+		m.pend.cfg = nil
+		m.pend.Unlock()
+		if cfg == nil {
+			continue
+		}
+		changed, err := m.apply(m.ctx, cfg)
+		if err != nil {
+			m.log.Error("Apache config not applied", "error", err)
+		} else if changed {
+			m.log.Info("Apache config applied", "file", m.opts.Layout.ConfigFile)
+		}
+		if m.opts.OnApply != nil {
+			m.opts.OnApply(changed, err)
+		}
+	}
+}
+
+// Apply makes Apache run Render(cfg), now: check modules, write, enable,
+// configtest, reload, verify; on any failure after the write the previous
+// file is back and Apply reports why. It reports changed = false, and
+// touches nothing, when the file and its link already match. If Apache is
+// not running, the tested file stays for its next start and Apply returns
+// changed = true with no error. Apply drops any config Schedule holds,
+// since cfg is newer.
+func (m *Manager) Apply(ctx context.Context, cfg *config.Config) (changed bool, err error) {
+	m.pend.Lock()
+	m.pend.cfg = nil
+	m.pend.Unlock()
+	return m.apply(ctx, cfg)
+}
+
+func (m *Manager) apply(ctx context.Context, cfg *config.Config) (bool, error) {
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	l := m.opts.Layout
+	want := m.render(cfg)
+
+	old, err := readCurrent(l.ConfigFile)
+	if err != nil {
+		return false, err
+	}
+	linked := true
+	if l.EnableLink != "" {
+		if linked, err = linkState(l.EnableLink, l.ConfigFile); err != nil {
+			return false, err
+		}
+	}
+	if old.exists && linked && bytes.Equal(old.data, want) {
+		return false, nil
+	}
+
+	if err := m.checkModules(ctx, RequiredModules(cfg)); err != nil {
+		return false, err
+	}
+
+	// From here on, every failure puts the old state back.
+	if err := writeAtomic(l.ConfigFile, want, old); err != nil {
+		return false, err
+	}
+	undo := func() error {
+		var errs []error
+		if !linked {
+			errs = append(errs, removeLink(l.EnableLink))
+		}
+		errs = append(errs, restore(l.ConfigFile, old))
+		return errors.Join(errs...)
+	}
+	if !linked {
+		if err := makeLink(l.EnableLink, l.ConfigFile); err != nil {
+			return false, errors.Join(err, undo())
+		}
+	}
+
+	if err := m.configTest(ctx); err != nil {
+		return false, errors.Join(err, undo())
+	}
+
+	err = m.opts.Reloader.Reload(ctx)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrNotRunning):
+		// The file passed configtest; Apache reads it when it starts.
+		m.log.Warn("Apache is not running; the new config takes effect when it starts", "reason", err)
+		return true, nil
+	case errors.Is(err, ErrApacheDied):
+		if uerr := undo(); uerr != nil {
+			return false, fmt.Errorf("%w; restoring the previous config failed too: %w", err, uerr)
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CommandTimeout)
+		defer cancel()
+		if serr := m.opts.Reloader.Start(sctx); serr != nil {
+			return false, fmt.Errorf("%w; sockvisor restored the previous config but could not start Apache again: %w", err, serr)
+		}
+		return false, fmt.Errorf("%w; sockvisor restored the previous config and started Apache again", err)
+	default:
+		// Whatever Apache runs now, it is not the new file: keep disk and
+		// Apache in step.
+		if uerr := undo(); uerr != nil {
+			return false, fmt.Errorf("%w; restoring the previous config failed too: %w", err, uerr)
+		}
+		return false, fmt.Errorf("%w; the previous config was restored", err)
+	}
+}
+
+// checkModules fails, naming the fix, when Apache lacks a needed module.
+func (m *Manager) checkModules(ctx context.Context, need []string) error {
+	if len(need) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.opts.CommandTimeout)
+	defer cancel()
+	loaded, err := m.modules(ctx)
+	if err != nil {
+		return fmt.Errorf("listing Apache's loaded modules: %w", err)
+	}
+	var missing []string
+	for _, mod := range need {
+		if !loaded[mod] {
+			missing = append(missing, mod)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	sort.Strings(missing)
+	noun := "module " + missing[0] + " is"
+	if len(missing) > 1 {
+		noun = "modules " + strings.Join(missing, ", ") + " are"
+	}
+	return fmt.Errorf("%w: Apache %s not loaded, so sockvisor's config was not written; %s", ErrModuleMissing, noun, m.opts.Layout.enableCommand(missing))
+}
+
+// configTest runs `<apachectl> -t` on the config as now on disk.
+func (m *Manager) configTest(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, m.opts.CommandTimeout)
+	defer cancel()
+	out, err := runApache(ctx, m.opts.Layout.Apachectl, "-t")
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: Apache rejected the config, so the previous one was kept (see \"sockvisor apache-config\" for the generated lines): %s: %w", ErrConfigTest, apacheMessage(out), err)
+}

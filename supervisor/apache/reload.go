@@ -1,0 +1,143 @@
+package apache
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
+)
+
+// Reloader makes a running Apache re-read its config.
+type Reloader interface {
+	// Reload returns nil only when Apache took the reload and its main
+	// process survived it; ErrNotRunning when Apache was not running, so
+	// nothing was reloaded; ErrApacheDied when the reload killed it.
+	Reload(ctx context.Context) error
+	// Start starts Apache after a reload killed it.
+	Start(ctx context.Context) error
+}
+
+// Default bounds for a reload.
+const (
+	// DefaultSettle bounds the watch of Apache's main process after a reload.
+	DefaultSettle = 5 * time.Second
+	// DefaultJobTimeout bounds the wait for systemd's reload or start job.
+	DefaultJobTimeout = 90 * time.Second
+)
+
+// NewReloader returns the reloader for apache.reload: "dbus", "apachectl"
+// or "none".
+func NewReloader(mode string, l Layout) (Reloader, error) {
+	switch mode {
+	case "dbus":
+		return NewDBusReloader(l.Unit), nil
+	case "apachectl":
+		return &ApachectlReloader{Apachectl: l.Apachectl}, nil
+	case "none":
+		return NoReload{}, nil
+	}
+	return nil, fmt.Errorf("apache.reload %q is unknown; use dbus, apachectl or none", mode)
+}
+
+// NoReload is apache.reload = "none": the file is written and tested, and
+// reloading is left to the administrator.
+type NoReload struct{}
+
+// Reload does nothing.
+func (NoReload) Reload(context.Context) error { return nil }
+
+// Start does nothing.
+func (NoReload) Start(context.Context) error { return nil }
+
+// ApachectlReloader reloads with `<apachectl> -k graceful` and checks the
+// main process from Apache's PidFile.
+type ApachectlReloader struct {
+	Apachectl []string
+	// Settle bounds the watch after the signal; 0 means DefaultSettle.
+	Settle time.Duration
+}
+
+var _ Reloader = (*ApachectlReloader)(nil)
+
+// Reload sends a graceful restart and watches the main process survive it.
+func (a *ApachectlReloader) Reload(ctx context.Context) error {
+	pidFile, err := a.pidFile(ctx)
+	if err != nil {
+		return err
+	}
+	pid, err := readPid(pidFile)
+	if err != nil || !alive(pid) {
+		return fmt.Errorf("%w: no live process in its PidFile %s, so it was not reloaded; the new config takes effect when Apache starts", ErrNotRunning, pidFile)
+	}
+	before := children(pid)
+	if out, err := runApache(ctx, a.Apachectl, "-k", "graceful"); err != nil {
+		return fmt.Errorf("%w: %s -k graceful: %w: %s", ErrReload, strings.Join(a.Apachectl, " "), err, apacheMessage(out))
+	}
+	if err := settle(ctx, pid, before, orDefault(a.Settle, DefaultSettle)); err != nil {
+		return fmt.Errorf("%w: main process %d exited after the graceful restart; its error log says why", err, pid)
+	}
+	if now, err := readPid(pidFile); err != nil || now != pid {
+		return fmt.Errorf("%w: PidFile %s no longer names main process %d after the graceful restart", ErrApacheDied, pidFile, pid)
+	}
+	return nil
+}
+
+// Start runs `<apachectl> -k start` and waits for a live main process.
+func (a *ApachectlReloader) Start(ctx context.Context) error {
+	pidFile, err := a.pidFile(ctx)
+	if err != nil {
+		return err
+	}
+	if out, err := runApache(ctx, a.Apachectl, "-k", "start"); err != nil {
+		return fmt.Errorf("%s -k start: %w: %s", strings.Join(a.Apachectl, " "), err, apacheMessage(out))
+	}
+	deadline := time.Now().Add(orDefault(a.Settle, DefaultSettle))
+	for {
+		if pid, err := readPid(pidFile); err == nil && alive(pid) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s -k start ran but no live process appeared in %s", strings.Join(a.Apachectl, " "), pidFile)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// pidFile asks Apache where its PidFile is; a relative one is under ServerRoot.
+func (a *ApachectlReloader) pidFile(ctx context.Context) (string, error) {
+	rc, err := apacheconf.RunConfig(ctx, a.Apachectl)
+	if err != nil {
+		return "", fmt.Errorf("%w: reading Apache's run config: %w", ErrReload, err)
+	}
+	if rc.PidFile == "" {
+		return "", fmt.Errorf("%w: %s -t -D DUMP_RUN_CFG names no PidFile", ErrReload, strings.Join(a.Apachectl, " "))
+	}
+	if !filepath.IsAbs(rc.PidFile) {
+		return filepath.Join(rc.ServerRoot, rc.PidFile), nil
+	}
+	return rc.PidFile, nil
+}
+
+func readPid(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}

@@ -1,0 +1,226 @@
+package backend
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/sockvisor/sockvisor/supervisor/config"
+)
+
+// serverFlags is what sockvisor adds to a preset's command line and
+// environment. config.Presets holds the protocol, handoff and signals; this
+// is the one table of each server's flags.
+type serverFlags struct {
+	// listenEnv sets LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES for handoff
+	// listen-fds. uWSGI gets fd://N instead: given LISTEN_FDS as well it
+	// maps the same fd a second time as a uwsgi-protocol socket (measured).
+	listenEnv bool
+	// notifies: the server sends READY=1 to NOTIFY_SOCKET from its main
+	// process (gunicorn 20.1 arbiter, uWSGI 2.0 master, PHP-FPM master).
+	notifies bool
+	// args returns flags inserted after argv[0].
+	args func(c *cmdContext) ([]string, error)
+	// fcgiRequestProbe: the server ignores FCGI_GET_VALUES, so readiness
+	// sends a real FastCGI request to ready.path.
+	fcgiRequestProbe bool
+	// stopMain sends stop_signal to the main process only; the rest of the
+	// group gets it once the main process has exited. uWSGI workers die on
+	// TERM mid-request, while its master shuts them down gracefully.
+	stopMain bool
+}
+
+var servers = map[string]serverFlags{
+	"gunicorn": {listenEnv: true, notifies: true, args: gunicornArgs},
+	"uwsgi":    {notifies: true, args: uwsgiArgs, fcgiRequestProbe: true, stopMain: true},
+	"php-fpm":  {notifies: true, args: fpmArgs},
+	"generic":  {listenEnv: true},
+}
+
+// cmdContext is what the flag builders may look at.
+type cmdContext struct {
+	b        *config.Backend
+	instance int
+	// fd is the socket's fd in the child (3, or 0 for handoff stdin).
+	fd int
+	// path is the socket path of this instance.
+	path string
+	// stateDir is the backend's private directory for generated files.
+	stateDir string
+	// files collects generated files: name inside stateDir → content.
+	files map[string]string
+	// env collects extra environment variables.
+	env map[string]string
+}
+
+// hasFlag reports whether argv (without argv[0]) has any of names, as
+// "--x", "--x=v" or "-x".
+func hasFlag(argv []string, names ...string) bool {
+	for _, a := range argv {
+		if a == "--" {
+			return false
+		}
+		for _, n := range names {
+			if a == n || strings.HasPrefix(a, n+"=") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func gunicornArgs(c *cmdContext) ([]string, error) {
+	if c.b.Handoff == "self" && !hasFlag(c.b.Command[1:], "--bind", "-b") {
+		return []string{"--bind", "unix:" + c.path}, nil
+	}
+	return nil, nil
+}
+
+// uwsgiSocketFlag maps protocol to uWSGI's socket option.
+var uwsgiSocketFlag = map[string]string{"http": "--http-socket", "uwsgi": "--socket", "fcgi": "--fastcgi-socket"}
+
+func uwsgiArgs(c *cmdContext) ([]string, error) {
+	user := c.b.Command[1:]
+	var out []string
+	// Debian's uwsgi-core has no built-in language plugin.
+	if !hasFlag(user, "--plugin", "--plugins", "--need-plugin", "--need-plugins") {
+		out = append(out, "--plugin", "python3")
+	}
+	if !hasFlag(user, "--master", "-M") {
+		out = append(out, "--master")
+	}
+	// Without it uWSGI treats TERM as a brutal reload and never exits.
+	if !hasFlag(user, "--die-on-term") {
+		out = append(out, "--die-on-term")
+	}
+	// --die-on-term alone kills workers mid-request; uWSGI 2.0's graceful
+	// shutdown is only reachable through this hook (or the master FIFO).
+	if !hasFlag(user, "--hook-master-start") {
+		out = append(out, "--hook-master-start", "unix_signal:15 gracefully_kill_them_all")
+	}
+	flag := uwsgiSocketFlag[c.b.Protocol]
+	switch c.b.Handoff {
+	case "listen-fds", "stdin":
+		out = append(out, flag, fmt.Sprintf("fd://%d", c.fd))
+	case "self":
+		out = append(out, flag, c.path)
+	}
+	return out, nil
+}
+
+func fpmArgs(c *cmdContext) ([]string, error) {
+	user := c.b.Command[1:]
+	var out []string
+	if !hasFlag(user, "-F", "--nodaemonize") {
+		out = append(out, "-F")
+	}
+	if c.b.UID == 0 && !hasFlag(user, "-R", "--allow-to-run-as-root") {
+		out = append(out, "-R")
+	}
+	if own := fpmConfigArg(user); own != "" {
+		// The user's pool must listen on the socket path itself; PHP-FPM
+		// then adopts fd 3 but unlinks the path at exit, which the
+		// supervisor restores (EnsurePath).
+		if c.b.Handoff == "fpm" {
+			c.env["FPM_SOCKETS"] = fmt.Sprintf("%s=%d", c.path, c.fd)
+		}
+		return out, nil
+	}
+	listen := c.path
+	if c.b.Handoff == "fpm" {
+		// The alias trick: the pool listens on a name that never exists,
+		// FPM_SOCKETS maps it to the inherited fd, so PHP-FPM never
+		// probes, chmods or unlinks the real socket path.
+		listen = filepath.Join(c.stateDir, fmt.Sprintf("fpm-%d.alias", c.instance))
+		c.env["FPM_SOCKETS"] = fmt.Sprintf("%s=%d", listen, c.fd)
+	}
+	name := fmt.Sprintf("php-fpm-%d.conf", c.instance)
+	conf, err := fpmPoolConfig(c.b, c.instance, listen)
+	if err != nil {
+		return nil, err
+	}
+	c.files[name] = conf
+	return append(out, "-y", filepath.Join(c.stateDir, name)), nil
+}
+
+// fpmConfigArg returns the value of -y/--fpm-config, or "".
+func fpmConfigArg(argv []string) string {
+	for i, a := range argv {
+		switch {
+		case (a == "-y" || a == "--fpm-config") && i+1 < len(argv):
+			return argv[i+1]
+		case strings.HasPrefix(a, "--fpm-config="):
+			return strings.TrimPrefix(a, "--fpm-config=")
+		case strings.HasPrefix(a, "-y") && len(a) > 2:
+			return a[2:]
+		}
+	}
+	return ""
+}
+
+// fpmPoolConfig renders the minimal PHP-FPM config for one instance. The
+// master runs as the backend's user already (the shim dropped privileges),
+// so the pool has no user/group unless that user is root.
+func fpmPoolConfig(b *config.Backend, instance int, listen string) (string, error) {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "; Generated by sockvisor for backend %q instance %d; changes are overwritten.\n", b.Name, instance)
+	sb.WriteString("[global]\nerror_log = /proc/self/fd/2\nlog_buffering = no\ndaemonize = no\n")
+	// Graceful QUIT needs a positive process_control_timeout.
+	fmt.Fprintf(&sb, "process_control_timeout = %ds\n", int(math.Ceil(b.StopTimeout.Seconds())))
+	fmt.Fprintf(&sb, "\n[%s]\nlisten = %s\n", b.Name, listen)
+	if b.UID == 0 {
+		sb.WriteString("user = root\n")
+	}
+	sb.WriteString("pm = dynamic\npm.max_children = 5\npm.start_servers = 2\npm.min_spare_servers = 1\npm.max_spare_servers = 3\n")
+	sb.WriteString("catch_workers_output = yes\ndecorate_workers_output = no\n")
+	if b.Directory != "" {
+		fmt.Fprintf(&sb, "chdir = %s\n", b.Directory)
+	}
+	keys := make([]string, 0, len(b.Environment))
+	for k := range b.Environment {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := b.Environment[k]
+		// Single quotes are literal in PHP's ini syntax; no escape exists.
+		if strings.ContainsAny(v, "'\n\r") || strings.ContainsAny(k, "[]'\n\r ") {
+			return "", fmt.Errorf("environment variable %s cannot be passed to PHP-FPM workers (its name or value holds a quote, bracket or newline); remove those characters or give your own pool config with -y", k)
+		}
+		fmt.Fprintf(&sb, "env[%s] = '%s'\n", k, v)
+	}
+	return sb.String(), nil
+}
+
+// command is what one instance runs, before the shim.
+type command struct {
+	argv      []string
+	env       map[string]string
+	files     map[string]string
+	listenEnv bool
+}
+
+// buildCommand adds the preset's flags to the configured command.
+func buildCommand(b *config.Backend, instance int, path, stateDir string) (command, error) {
+	srv := servers[b.Preset]
+	c := &cmdContext{b: b, instance: instance, fd: 3, path: path, stateDir: stateDir,
+		files: map[string]string{}, env: map[string]string{}}
+	if b.Handoff == "stdin" {
+		c.fd = 0
+	}
+	if b.Handoff == "self" {
+		c.env["SOCKVISOR_SOCKET"] = path
+	}
+	argv := slices.Clone(b.Command)
+	if srv.args != nil {
+		extra, err := srv.args(c)
+		if err != nil {
+			return command{}, err
+		}
+		argv = slices.Concat(argv[:1], extra, argv[1:])
+	}
+	return command{argv: argv, env: c.env, files: c.files, listenEnv: srv.listenEnv && b.Handoff == "listen-fds"}, nil
+}

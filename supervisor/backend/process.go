@@ -1,0 +1,411 @@
+package backend
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/supervisor/shim"
+)
+
+// proc is one started process and its process group (pgid == pid). Only
+// the owner goroutine touches its fields.
+type proc struct {
+	inst     *instance
+	pid      int
+	started  time.Time
+	deadline time.Time // readiness must come before this
+	readyAt  time.Time
+
+	probeOK   bool // the protocol probe answered
+	notified  bool // READY=1 came from its group
+	ready     bool
+	exited    bool // main process reaped
+	gone      bool // reaped and no live process left in its group
+	stopSent  bool
+	killSent  bool
+	abandoned bool // survived SIGKILL; given up on
+
+	statusText  string // last STATUS= it sent
+	cancelProbe context.CancelFunc
+	goneCh      chan struct{} // closed when gone; ends its timers early
+}
+
+// pollGroup is how often an exited process's group is checked for
+// leftovers, in real time.
+const pollGroup = 25 * time.Millisecond
+
+// startProcess spawns one process for in through the exec shim. Owner only.
+func (b *Backend) startProcess(in *instance) (*proc, error) {
+	cmd, err := buildCommand(b.cfg, in.idx, in.path, b.stateDir)
+	if err != nil {
+		return nil, err
+	}
+	if len(cmd.files) > 0 {
+		if err := b.writeStateFiles(cmd.files); err != nil {
+			return nil, err
+		}
+	}
+	if b.cfg.Handoff == "self" {
+		if err := sweepStale(in.path); err != nil {
+			return nil, err
+		}
+	}
+
+	extra := make(map[string]string, len(b.cfg.Environment)+len(cmd.env)+1)
+	for k, v := range b.cfg.Environment {
+		extra[k] = v
+	}
+	for k, v := range cmd.env {
+		extra[k] = v
+	}
+	if b.notify != nil {
+		extra["NOTIFY_SOCKET"] = b.notify.addr
+	}
+	env := shim.Environ(b.parentEnv, b.acct, extra)
+
+	spec := shim.Spec{
+		Path: cmd.argv[0], Args: cmd.argv, Dir: b.workDir(),
+		SetUmask: true, Umask: uint32(b.cfg.Umask),
+		SetCreds: true, UID: b.cfg.UID, GID: b.cfg.GID, Groups: b.cfg.Groups,
+	}
+
+	// fds: 0 stdin, 1 stdout, 2 stderr, then sockets from 3.
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", os.DevNull, err)
+	}
+	defer devnull.Close()
+	outR, outW, err := pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer outW.Close()
+	errR, errW, err := pipe()
+	if err != nil {
+		outR.Close()
+		return nil, err
+	}
+	defer errW.Close()
+	if os.Geteuid() == 0 {
+		// The backend may reopen its stdout/stderr by name
+		// (/proc/self/fd/2, /dev/stderr: PHP-FPM's error_log does) after
+		// dropping privileges; a pipe is otherwise root's, mode 0600.
+		for _, w := range []*os.File{outW, errW} {
+			if err := w.Chown(b.cfg.UID, b.cfg.GID); err != nil {
+				outR.Close()
+				errR.Close()
+				return nil, fmt.Errorf("handing the output pipe to uid %d: %w", b.cfg.UID, err)
+			}
+		}
+	}
+	files := []*os.File{devnull, outW, errW}
+	switch b.cfg.Handoff {
+	case "stdin":
+		if err := in.sock.SetBlocking(); err != nil {
+			outR.Close()
+			errR.Close()
+			return nil, fmt.Errorf("putting socket %s back in blocking mode: %w", in.path, err)
+		}
+		files[0] = in.sock.File()
+	case "listen-fds", "fpm":
+		if err := in.sock.SetBlocking(); err != nil {
+			outR.Close()
+			errR.Close()
+			return nil, fmt.Errorf("putting socket %s back in blocking mode: %w", in.path, err)
+		}
+		files = append(files, in.sock.File())
+		if cmd.listenEnv {
+			spec.ListenFDs = 1
+			spec.FDNames = []string{filepath.Base(in.path)}
+		}
+	}
+
+	attr := &syscall.ProcAttr{Env: env, Sys: &syscall.SysProcAttr{Setpgid: true}}
+	var pid int
+	err = withFDs(files, func(fds []uintptr) error {
+		attr.Files = fds
+		var serr error
+		pid, _, serr = syscall.StartProcess(b.exe, spec.Argv(b.exe), attr)
+		return serr
+	})
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return nil, fmt.Errorf("starting %s through the exec shim %s: %w", cmd.argv[0], b.exe, err)
+	}
+	now := b.clock.Now()
+	p := &proc{inst: in, pid: pid, started: now, deadline: now.Add(b.cfg.Ready.Timeout), goneCh: make(chan struct{})}
+	b.log.Info("started", "instance", in.idx, "pid", pid, "command", strings.Join(cmd.argv, " "))
+	b.forward(p, outR, "stdout")
+	b.forward(p, errR, "stderr")
+	b.helpers.Add(1)
+	go b.reap(p)
+	return p, nil
+}
+
+// withFDs calls f with the raw fds of files, holding each file's fd open
+// (SyscallConn Control) until f returns. Unlike (*os.File).Fd or
+// exec.Cmd.ExtraFiles it never changes the blocking mode behind our back.
+func withFDs(files []*os.File, f func(fds []uintptr) error) error {
+	fds := make([]uintptr, 0, len(files))
+	var rec func(i int) error
+	rec = func(i int) error {
+		if i == len(files) {
+			return f(fds)
+		}
+		rc, err := files[i].SyscallConn()
+		if err != nil {
+			return err
+		}
+		var inner error
+		if err := rc.Control(func(fd uintptr) {
+			fds = append(fds, fd)
+			inner = rec(i + 1)
+		}); err != nil {
+			return err
+		}
+		return inner
+	}
+	return rec(0)
+}
+
+// pipe returns a pollable read end and a write end for a child, both
+// close-on-exec (StartProcess dups the child's copy onto 1 or 2).
+func pipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, fmt.Errorf("creating an output pipe: %w", err)
+	}
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, nil, fmt.Errorf("creating an output pipe: %w", err)
+	}
+	return os.NewFile(uintptr(p[0]), "backend-output"), os.NewFile(uintptr(p[1]), "backend-output-w"), nil
+}
+
+// maxLine bounds one forwarded line; the rest of a longer line is dropped.
+const maxLine = 64 << 10
+
+// forward logs each line the process writes to stream, whole: never split
+// across records nor merged. It ends at EOF, i.e. when every process
+// holding the pipe has exited.
+func (b *Backend) forward(p *proc, f *os.File, stream string) {
+	b.output.Add(1)
+	go func() {
+		defer b.output.Done()
+		defer f.Close()
+		r := bufio.NewReaderSize(f, maxLine)
+		for {
+			line, err := r.ReadSlice('\n')
+			truncated := false
+			if errors.Is(err, bufio.ErrBufferFull) {
+				truncated = true
+				for errors.Is(err, bufio.ErrBufferFull) {
+					_, err = r.ReadSlice('\n')
+				}
+			}
+			if text := strings.TrimRight(string(line), "\r\n"); text != "" || truncated {
+				if truncated {
+					b.log.Info("output", "instance", p.inst.idx, "pid", p.pid, "stream", stream, "line", text, "truncated", true)
+				} else {
+					b.log.Info("output", "instance", p.inst.idx, "pid", p.pid, "stream", stream, "line", text)
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// reap waits for the main process, reports its exit, then reports when its
+// process group has no live member left.
+func (b *Backend) reap(p *proc) {
+	defer b.helpers.Done()
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(p.pid, &ws, 0, nil)
+		if err == nil || !errors.Is(err, syscall.EINTR) {
+			if err != nil {
+				// ECHILD: someone else reaped it (SIGCHLD ignored?).
+				ws = syscall.WaitStatus(0xff << 8)
+			}
+			break
+		}
+	}
+	b.send(event{kind: evExited, p: p, ws: ws})
+	for len(groupMembers(p.pid)) > 0 {
+		select {
+		case <-b.quit:
+			return
+		case <-time.After(pollGroup):
+		}
+	}
+	b.send(event{kind: evGone, p: p})
+}
+
+// groupMembers lists the live (not zombie) processes of process group
+// pgid. Zombies are dead already; their reaper is not us.
+func groupMembers(pgid int) []int {
+	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+		return nil
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if pg, state, ok := procStat(pid); ok && pg == pgid && state != 'Z' && state != 'X' {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// procStat reads the process group and state of pid from /proc.
+func procStat(pid int) (pgid int, state byte, ok bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// comm may hold spaces and parens; the fields resume after the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 || i+2 >= len(data) {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(data[i+2:]))
+	if len(f) < 3 {
+		return 0, 0, false
+	}
+	pg, err := strconv.Atoi(f[2])
+	if err != nil {
+		return 0, 0, false
+	}
+	return pg, f[0][0], true
+}
+
+// signalGroup sends sig to every process of the group; a group that is
+// already empty is not an error.
+func signalGroup(pgid int, sig syscall.Signal) error {
+	if err := syscall.Kill(-pgid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("sending %s to process group %d: %w", unix.SignalName(sig), pgid, err)
+	}
+	return nil
+}
+
+// sweepStale removes a dead socket left at path by a self-binding backend.
+// It never removes a live socket or a file that is not a socket.
+func sweepStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("checking %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket; sockvisor will not delete it; remove it or choose another socket name", path)
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("socket %s is in use by a process sockvisor did not start; stop that process or choose another socket name", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("checking whether %s is stale: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// waitSocket polls until path is a socket, in real time, until ctx ends.
+func waitSocket(ctx context.Context, path string) error {
+	for {
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the backend never created its socket %s: %w", path, ctx.Err())
+		case <-time.After(pollGroup):
+		}
+	}
+}
+
+// writeStateFiles writes generated files atomically into the state
+// directory, readable by the backend's group only.
+func (b *Backend) writeStateFiles(files map[string]string) error {
+	if err := os.MkdirAll(filepath.Dir(b.stateDir), 0o755); err != nil {
+		return fmt.Errorf("creating state directory %s: %w", filepath.Dir(b.stateDir), err)
+	}
+	if err := os.Mkdir(b.stateDir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("creating state directory %s: %w", b.stateDir, err)
+	}
+	root := os.Geteuid() == 0
+	if root {
+		if err := os.Chown(b.stateDir, 0, b.cfg.GID); err != nil {
+			return fmt.Errorf("setting the group of %s: %w", b.stateDir, err)
+		}
+	}
+	if err := os.Chmod(b.stateDir, 0o750); err != nil {
+		return fmt.Errorf("setting the mode of %s: %w", b.stateDir, err)
+	}
+	for name, content := range files {
+		if err := writeAtomic(filepath.Join(b.stateDir, name), []byte(content), b.cfg.GID, root); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeAtomic(path string, data []byte, gid int, chown bool) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if _, err = f.Write(data); err == nil && chown {
+		err = f.Chown(0, gid)
+	}
+	if err == nil {
+		err = f.Chmod(0o640)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,3 @@
+<?php
+// PHP script for backend tests.
+echo "hello from php ", getmypid(), "\n";

@@ -1,0 +1,195 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sockvisor/sockvisor/supervisor/config"
+	"github.com/sockvisor/sockvisor/supervisor/control"
+	"github.com/sockvisor/sockvisor/supervisor/daemon"
+	"github.com/sockvisor/sockvisor/supervisor/logging"
+)
+
+func init() {
+	commands["run"] = &command{
+		summary: "run the supervisor in the foreground",
+		help: `Prepares socket_dir, sweeps stale sockets, creates every backend's socket
+(or takes it back from systemd's fd store), starts the backends, writes and
+reloads the Apache config, and serves the control socket. SIGTERM or SIGINT
+stops backends and leaves the socket files in place; SIGHUP reloads the config.
+Under systemd it reports READY=1, STATUS=, RELOADING=1, STOPPING=1 and pets
+the watchdog.`,
+		flags: func(fs *flag.FlagSet) { configFlag(fs) },
+		run:   runRun,
+	}
+	commands["status"] = &command{
+		summary: "show each backend's state, pid, restarts and socket queue",
+		flags: func(fs *flag.FlagSet) {
+			configFlag(fs)
+			fs.Bool("json", false, "print the status as JSON")
+		},
+		run: runStatus,
+	}
+	commands["restart"] = &command{
+		summary: "restart one backend without refusing a request",
+		usage:   " BACKEND",
+		help: `Starts a new process on the same sockets, waits until it is ready, then
+stops the old one, so requests keep being served throughout.`,
+		flags: func(fs *flag.FlagSet) { configFlag(fs) },
+		run:   runRestart,
+	}
+	commands["reload"] = &command{
+		summary: "re-read the config and apply only what changed",
+		help: `New backends start, removed ones stop and their sockets go, changed ones are
+replaced (new process ready before the old one stops); the rest keep running.
+On a bad config nothing changes, the reason is printed and the exit code is 1.
+'systemctl reload sockvisor' runs this command.`,
+		flags: func(fs *flag.FlagSet) { configFlag(fs) },
+		run:   runReload,
+	}
+}
+
+func runRun(e *env, fs *flag.FlagSet, args []string) (int, error) {
+	if len(args) > 0 {
+		return ExitFailure, usageErr("takes no arguments")
+	}
+	cfg, code, err := loadConfig(fs)
+	if err != nil {
+		return code, err
+	}
+	log, err := logging.New(cfg.LogLevel, cfg.LogFormat, e.stderr)
+	if err != nil {
+		return ExitProblems, err
+	}
+	d, err := daemon.New(daemon.Options{ConfigPath: cfg.File, Log: log})
+	if err != nil {
+		return ExitProblems, err
+	}
+	if err := d.Run(context.Background()); err != nil {
+		return ExitFailure, err
+	}
+	return ExitOK, nil
+}
+
+// client finds the control socket through the same config `run` uses. It
+// reads only control_socket, so a config broken since the daemon started
+// still reaches the daemon, which then reports what is wrong.
+func client(fs *flag.FlagSet) (*control.Client, int, error) {
+	path := config.Path(fs.Lookup("config").Value.String())
+	return control.NewClient(config.PeekControlSocket(path)), ExitOK, nil
+}
+
+// callExit maps a control error to an exit code: a refused request (bad
+// backend name, bad config) is 1, no daemon or no permission is 2.
+func callExit(err error) int {
+	if errors.Is(err, control.ErrNotRunning) || errors.Is(err, control.ErrNotAllowed) {
+		return ExitFailure
+	}
+	return ExitProblems
+}
+
+func runStatus(e *env, fs *flag.FlagSet, args []string) (int, error) {
+	if len(args) > 0 {
+		return ExitFailure, usageErr("takes no arguments")
+	}
+	c, code, err := client(fs)
+	if err != nil {
+		return code, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	raw, err := c.Status(ctx)
+	if err != nil {
+		return callExit(err), err
+	}
+	if fs.Lookup("json").Value.String() == "true" {
+		fmt.Fprintf(e.stdout, "%s\n", raw)
+		return ExitOK, nil
+	}
+	var st daemon.StatusReport
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return ExitFailure, fmt.Errorf("decoding status: %w", err)
+	}
+	writeStatus(e, &st)
+	return ExitOK, nil
+}
+
+func writeStatus(e *env, st *daemon.StatusReport) {
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BACKEND\tSTATE\tREADY\tPID\tRESTARTS\tLAST EXIT\tUPTIME\tSOCKET\tQUEUE")
+	for _, b := range st.Backends {
+		exit := "-"
+		if b.LastExit != nil {
+			exit = fmt.Sprint(b.LastExit.Code)
+		}
+		uptime := "-"
+		if b.Uptime > 0 {
+			uptime = (time.Duration(b.Uptime) * time.Second).String()
+		}
+		pid := "-"
+		if b.PID > 0 {
+			pid = fmt.Sprint(b.PID)
+		}
+		for i, q := range b.Queues {
+			queue := "-"
+			if q.Backlog > 0 {
+				queue = fmt.Sprintf("%d/%d", q.Queue, q.Backlog)
+			}
+			if i == 0 {
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%d\t%s\t%s\t%s\t%s\n", b.Name, b.State, b.Ready, pid, b.Restarts, exit, uptime, q.Path, queue)
+			} else {
+				fmt.Fprintf(tw, "\t\t\t\t\t\t\t%s\t%s\n", q.Path, queue)
+			}
+		}
+	}
+	tw.Flush()
+	for _, b := range st.Backends {
+		if b.LastError != "" {
+			fmt.Fprintf(e.stdout, "%s: %s\n", b.Name, b.LastError)
+		}
+	}
+	if st.LastReloadError != "" {
+		fmt.Fprintf(e.stdout, "last reload failed: %s\n", strings.ReplaceAll(st.LastReloadError, "\n", "; "))
+	}
+}
+
+func runRestart(e *env, fs *flag.FlagSet, args []string) (int, error) {
+	if len(args) != 1 {
+		return ExitFailure, usageErr("needs exactly one BACKEND name")
+	}
+	c, code, err := client(fs)
+	if err != nil {
+		return code, err
+	}
+	// A restart waits for the new process to be ready.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := c.Restart(ctx, args[0]); err != nil {
+		return callExit(err), err
+	}
+	fmt.Fprintf(e.stdout, "restarted %s\n", args[0])
+	return ExitOK, nil
+}
+
+func runReload(e *env, fs *flag.FlagSet, args []string) (int, error) {
+	if len(args) > 0 {
+		return ExitFailure, usageErr("takes no arguments")
+	}
+	c, code, err := client(fs)
+	if err != nil {
+		return code, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := c.Reload(ctx); err != nil {
+		return callExit(err), err
+	}
+	fmt.Fprintln(e.stdout, "config reloaded")
+	return ExitOK, nil
+}

@@ -1,0 +1,69 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/sockvisor/sockvisor/supervisor/apache"
+	"github.com/sockvisor/sockvisor/supervisor/config"
+	"github.com/sockvisor/sockvisor/supervisor/doctor"
+	"github.com/sockvisor/sockvisor/supervisor/logging"
+)
+
+func init() {
+	commands["doctor"] = &command{
+		summary: "diagnose every unix: target in Apache's enabled config",
+		help: `Reads every unix: socket target in Apache's enabled config (ProxyPass,
+ProxyPassMatch, BalancerMember, <Proxy>, SetHandler), whether sockvisor wrote
+it or not, and checks each one as Apache would reach it: path limits, whether
+the socket exists and is one, every directory on the way as Apache's run user,
+SELinux labels, a real connect (refused, backlog full), the protocol the
+backend speaks against the scheme Apache uses, worker sharing, SetHandler
+forms that leak PHP source, private /tmp, missing modules, and recent Apache
+error-log lines. Each finding comes with its evidence and the fix.
+Without root it says what it could not check. The sockvisor config is used
+when it loads, to name the backend behind each socket.
+Exit 0 healthy, 1 problems found, 2 could not run.`,
+		flags: func(fs *flag.FlagSet) {
+			configFlag(fs)
+			fs.Bool("json", false, "print the report as JSON")
+		},
+		run: runDoctor,
+	}
+}
+
+func runDoctor(e *env, fs *flag.FlagSet, args []string) (int, error) {
+	if len(args) > 0 {
+		return ExitFailure, usageErr("takes no arguments")
+	}
+	log, _ := logging.New("warn", "text", e.stderr)
+	opts := doctor.Options{Log: log.Named("doctor")}
+	// The sockvisor config is optional here: the doctor also serves Apache
+	// setups written by hand.
+	cfg, _, err := loadConfig(fs)
+	switch {
+	case err == nil:
+		opts.Sockvisor = cfg
+		if l, err := apache.DetectLayout(cfg); err == nil {
+			opts.Apachectl = l.Apachectl
+		}
+	case errors.Is(err, config.ErrNotFound):
+	default:
+		fmt.Fprintf(e.stderr, "sockvisor doctor: ignoring the sockvisor config: %v\n", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := doctor.Run(ctx, opts)
+	if err != nil {
+		return ExitFailure, err
+	}
+	if fs.Lookup("json").Value.String() == "true" {
+		r.WriteJSON(e.stdout)
+	} else {
+		r.WriteText(e.stdout)
+	}
+	return r.ExitCode(), nil
+}

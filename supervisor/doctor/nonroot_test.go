@@ -1,0 +1,144 @@
+package doctor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
+)
+
+// roleEnv makes the test binary run the doctor and print JSON instead of
+// running tests; TestWithoutRoot starts it as nobody.
+const roleEnv = "SOCKVISOR_DOCTOR_TEST_APACHECTL"
+
+func TestMain(m *testing.M) {
+	if argv := os.Getenv(roleEnv); argv != "" {
+		os.Exit(runAsChild(strings.Split(argv, "\t")))
+	}
+	os.Exit(m.Run())
+}
+
+func runAsChild(apachectl []string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := Run(ctx, Options{Apachectl: apachectl})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	r.WriteText(os.Stderr)
+	r.WriteJSON(os.Stdout)
+	return r.ExitCode()
+}
+
+func TestWithoutRootSaysWhatItCouldNotCheck(t *testing.T) {
+	needTools(t, "/usr/bin/gunicorn")
+	dir := tempDir(t)
+	locked := dir + "/locked"
+	if err := os.Mkdir(locked, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	a, b := locked+"/a.sock", dir+"/b.sock"
+	gunicorn(t, dir, a, b)
+	in := apachetest.Start(t, fmt.Sprintf(`ProxyPass "/a/" "unix:%s|http://a.invalid/"
+ProxyPass "/b/" "unix:%s|http://b.invalid/"
+`, a, b))
+
+	// The go test binary sits in a root-only build directory: copy it.
+	exe := filepath.Join(dir, "doctor.test")
+	copyFile(t, os.Args[0], exe)
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), roleEnv+"="+strings.Join(in.Command(), "\t"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("doctor as nobody: %v, want exit status 1", err)
+	}
+	var r Report
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("JSON: %v\n%s", err, out.String())
+	}
+	un := strings.Join(r.Unchecked, "\n")
+	mustContain(t, "unchecked", un, "connecting as www-data: needs root", a+": lstat "+a+": permission denied")
+	if len(r.Targets) != 2 {
+		t.Fatalf("targets: %+v", r.Targets)
+	}
+	ta, tb := r.Targets[0], r.Targets[1]
+	if ta.Verdict != "fail" || len(ta.Findings) == 0 || ta.Findings[0].ID != IDPermission {
+		t.Errorf("target a: %+v", ta)
+	}
+	if tb.Verdict != "ok" || tb.Speaks != "http" {
+		t.Errorf("target b: %+v", tb)
+	}
+	if r.Apache.Identity.User != "www-data" || len(r.General) != 0 {
+		t.Errorf("apache %+v general %+v", r.Apache, r.General)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSystemApache runs the doctor as the CLI does by default, against the
+// distribution's own Apache config, which it must read without error.
+func TestSystemApache(t *testing.T) {
+	if _, err := exec.LookPath("apache2ctl"); err != nil {
+		t.Skipf("%s: needs Debian's apache2ctl", t.Name())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r, err := Run(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.WriteText(os.Stderr)
+	if r.Apache.ConfigFile != "/etc/apache2/apache2.conf" || r.Apache.Identity.User != "www-data" || r.Apache.Files < 2 {
+		t.Errorf("apache info %+v", r.Apache)
+	}
+	for _, f := range r.General {
+		if f.ID == IDApacheConfig {
+			t.Errorf("system config reported invalid: %+v", f)
+		}
+	}
+}
+
+func TestRunWithoutConfigIsExitTwo(t *testing.T) {
+	if !apachetest.Available() {
+		t.Skipf("%s: needs apache2", t.Name())
+	}
+	dir := tempDir(t)
+	_, err := Run(context.Background(), Options{Apachectl: []string{apachetest.Binary, "-d", dir, "-f", dir + "/none.conf"}})
+	if !errors.Is(err, ErrNoApache) || !errors.Is(err, apacheconf.ErrMainConfig) || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Run = %v, want ErrNoApache wrapping the missing file", err)
+	}
+}

@@ -1,0 +1,511 @@
+package sockets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/supervisor/config"
+	"github.com/sockvisor/sockvisor/supervisor/sockdiag"
+)
+
+// ErrNotListening means WaitForSocket gave up: nothing listens at the path.
+var ErrNotListening = errors.New("sockets: nothing listening")
+
+// KeepName is the hidden hard link that keeps socket name reachable: a
+// backend may unlink the path, and the link restores it.
+func KeepName(name string) string { return "." + name + ".keep" }
+
+func keepPath(path string) string {
+	return filepath.Join(filepath.Dir(path), KeepName(filepath.Base(path)))
+}
+
+// Listener is one listening socket in socket_dir, held as a raw descriptor so
+// that closing it never unlinks the file. sockvisor never accepts on it.
+type Listener struct {
+	spec config.Socket
+	keep string
+	f    *os.File
+	// sockIno is the socket's own inode (fstat of f), for sock_diag lookups.
+	sockIno uint64
+	// dev and ino identify the file both the path and the keep link name.
+	dev, ino uint64
+	log      hclog.Logger
+
+	mu     sync.Mutex // serialises EnsurePath, Close and Remove
+	closed bool       // guarded by mu
+}
+
+// Create makes the listening socket spec with socket_owner, socket_group, the
+// backend's socket_mode and the SELinux type, removing a stale socket at the
+// path first. A live socket or a non-socket file at the path is an error and
+// left untouched. Call it with LockDir held, after PrepareDir.
+func Create(cfg *config.Config, spec config.Socket, log hclog.Logger) (*Listener, error) {
+	b, err := backendOf(cfg, spec)
+	if err != nil {
+		return nil, err
+	}
+	log = log.With("socket", spec.Path)
+	keep := keepPath(spec.Path)
+	for _, p := range []string{spec.Path, keep} {
+		if err := clearStale(p, log); err != nil {
+			return nil, err
+		}
+	}
+
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sockets: create socket for %s: %w", spec.Path, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			unix.Close(fd)
+		}
+	}()
+	private, err := bindSocket(fd, spec.Path)
+	if errors.Is(err, unix.EADDRINUSE) {
+		return nil, fail(ErrInUse, err, spec.Path, "socket %s appeared while sockvisor was creating it; is another sockvisor using socket_dir %s?", spec.Path, cfg.SocketDir)
+	}
+	if err != nil {
+		return nil, fail(nil, err, spec.Path, "cannot bind socket %s: %v; check that socket_dir %s exists and sockvisor runs as root", spec.Path, err, cfg.SocketDir)
+	}
+	if !private {
+		log.Debug("bound under the process umask; this thread may not unshare its umask")
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(spec.Path, &st); err != nil {
+		return nil, fmt.Errorf("sockets: lstat %s after bind: %w", spec.Path, err)
+	}
+	defer func() {
+		if !ok {
+			unlinkSame(spec.Path, &st)
+		}
+	}()
+	if err := fixFile(spec.Path, &st, cfg.SocketUID, cfg.SocketGID, uint32(b.SocketMode), cfg.SELinuxType); err != nil {
+		return nil, err
+	}
+	backlog := cfg.Backlog
+	if backlog == 0 {
+		backlog = somaxconn()
+	}
+	// Only now can anybody connect: owner, group, mode and label are final.
+	if err := unix.Listen(fd, backlog); err != nil {
+		return nil, fmt.Errorf("sockets: listen on %s: %w", spec.Path, err)
+	}
+	var fst unix.Stat_t
+	if err := unix.Fstat(fd, &fst); err != nil {
+		return nil, fmt.Errorf("sockets: fstat socket %s: %w", spec.Path, err)
+	}
+	if err := unix.Link(spec.Path, keep); err != nil {
+		return nil, fail(ErrInUse, err, keep, "cannot create the keep link %s for socket %s: %v; remove %s if it is a leftover", keep, spec.Path, err, keep)
+	}
+	ok = true
+	log.Info("created socket", "owner", userName(uint32(cfg.SocketUID)), "group", groupName(uint32(cfg.SocketGID)),
+		"mode", b.SocketMode.String(), "backlog", backlog)
+	return &Listener{
+		spec:    spec,
+		keep:    keep,
+		f:       os.NewFile(uintptr(fd), spec.Path),
+		sockIno: fst.Ino,
+		dev:     st.Dev,
+		ino:     st.Ino,
+		log:     log,
+	}, nil
+}
+
+// Adopt takes over f, a listening socket inherited from systemd's fd store,
+// as spec. It checks that f is a listening AF_UNIX stream socket bound to
+// spec.Path, restores the path or keep link if one is gone, and re-applies
+// owner, group, mode and label. If both names are gone it returns ErrLost:
+// the socket can no longer be reached and the caller should Create a new one.
+// On error f is left open and owned by the caller.
+func Adopt(cfg *config.Config, spec config.Socket, f *os.File, log hclog.Logger) (*Listener, error) {
+	b, err := backendOf(cfg, spec)
+	if err != nil {
+		return nil, err
+	}
+	log = log.With("socket", spec.Path)
+	var (
+		dom, typ, acc int
+		name          string
+		fst           unix.Stat_t
+		inspectErr    error
+	)
+	rc, err := f.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) {
+			s := int(fd)
+			dom, inspectErr = unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_DOMAIN)
+			if inspectErr != nil {
+				return
+			}
+			typ, _ = unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_TYPE)
+			acc, _ = unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+			if sa, err := unix.Getsockname(s); err == nil {
+				if ua, ok := sa.(*unix.SockaddrUnix); ok {
+					name = ua.Name
+				}
+			}
+			inspectErr = unix.Fstat(s, &fst)
+		})
+	}
+	if err == nil {
+		err = inspectErr
+	}
+	if err != nil || dom != unix.AF_UNIX || typ != unix.SOCK_STREAM || acc != 1 {
+		return nil, fail(ErrMismatch, err, spec.Path, "inherited descriptor %q for %s is not a listening unix stream socket; clear the fd store (systemctl stop sockvisor) and start again", f.Name(), spec.Path)
+	}
+	if name != spec.Path {
+		return nil, fail(ErrMismatch, nil, spec.Path, "inherited socket is bound to %q, not %s; clear the fd store (systemctl stop sockvisor) and start again", name, spec.Path)
+	}
+
+	l := &Listener{spec: spec, keep: keepPath(spec.Path), f: f, sockIno: fst.Ino, log: log}
+	if err := l.identify(); err != nil {
+		return nil, err
+	}
+	if _, err := l.EnsurePath(); err != nil {
+		return nil, err
+	}
+	st := unix.Stat_t{Dev: l.dev, Ino: l.ino}
+	if err := fixFile(spec.Path, &st, cfg.SocketUID, cfg.SocketGID, uint32(b.SocketMode), cfg.SELinuxType); err != nil {
+		return nil, err
+	}
+	log.Info("adopted socket from the fd store")
+	return l, nil
+}
+
+// identify finds which file the adopted socket is bound to, clearing stale
+// sockets that took its names, and sets l.dev and l.ino.
+func (l *Listener) identify() error {
+	d, err := sockdiag.Lookup(l.sockIno)
+	known := err == nil
+	if err != nil && !errors.Is(err, sockdiag.ErrUnsupported) {
+		return fmt.Errorf("sockets: identify inherited socket %s: %w", l.spec.Path, err)
+	}
+	if !known {
+		l.log.Warn("sock_diag unavailable; trusting that the socket file at the path is the inherited socket")
+	}
+	found := false
+	for _, p := range []string{l.spec.Path, l.keep} {
+		var st unix.Stat_t
+		err := unix.Lstat(p, &st)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("sockets: lstat %s: %w", p, err)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFSOCK && (!known || d.Names(st.Dev, st.Ino)) {
+			if !found {
+				l.dev, l.ino, found = st.Dev, st.Ino, true
+				continue
+			}
+			if st.Dev == l.dev && st.Ino == l.ino {
+				continue
+			}
+		}
+		// Something else took the name: only a stale socket may be cleared.
+		if err := clearStale(p, l.log); err != nil {
+			return err
+		}
+	}
+	if !found {
+		return fail(ErrLost, nil, l.spec.Path, "inherited socket %s has no file left (both %s and %s are gone), so it cannot be reached; sockvisor must create a new socket", l.spec.Path, l.spec.Path, l.keep)
+	}
+	return nil
+}
+
+// File returns the listening socket. It stays owned by the Listener.
+func (l *Listener) File() *os.File { return l.f }
+
+// Path returns the socket's path.
+func (l *Listener) Path() string { return l.spec.Path }
+
+// Spec returns the configured socket.
+func (l *Listener) Spec() config.Socket { return l.spec }
+
+// Diag returns the kernel's view of the socket: accept queue and backlog.
+func (l *Listener) Diag() (sockdiag.Stat, error) { return sockdiag.Lookup(l.sockIno) }
+
+// SetBlocking clears O_NONBLOCK on the socket's open file description, which
+// backends share and which Go and several servers set. Call it before every
+// backend start: PHP-FPM workers spin on EAGAIN from a non-blocking listener.
+func (l *Listener) SetBlocking() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("sockets: %s: %w", l.spec.Path, err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), false) }); err != nil {
+		return fmt.Errorf("sockets: %s: %w", l.spec.Path, err)
+	}
+	if serr != nil {
+		return fmt.Errorf("sockets: clear O_NONBLOCK on %s: %w", l.spec.Path, serr)
+	}
+	return nil
+}
+
+// EnsurePath restores the socket's path from its keep link if a backend
+// deleted it (restored is then true), and recreates the keep link if it is
+// missing. Both name the same inode, so clients reach the same listener. A
+// different file at either name is an error and left alone.
+func (l *Listener) EnsurePath() (restored bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false, ErrClosed
+	}
+	pathOurs, err := l.ownsLocked(l.spec.Path)
+	if err != nil {
+		return false, err
+	}
+	keepOurs, err := l.ownsLocked(l.keep)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case pathOurs && keepOurs:
+		return false, nil
+	case pathOurs:
+		if err := unix.Link(l.spec.Path, l.keep); err != nil {
+			return false, fail(ErrLost, err, l.keep, "cannot recreate keep link %s for socket %s: %v", l.keep, l.spec.Path, err)
+		}
+		l.log.Info("recreated the keep link", "keep", l.keep)
+		return false, nil
+	case keepOurs:
+		// link(2) fails rather than replace a file that appeared meanwhile.
+		if err := unix.Link(l.keep, l.spec.Path); err != nil {
+			return false, fail(ErrLost, err, l.spec.Path, "cannot restore deleted socket path %s from %s: %v", l.spec.Path, l.keep, err)
+		}
+		l.log.Info("restored deleted socket path from its keep link")
+		return true, nil
+	default:
+		return false, fail(ErrLost, nil, l.spec.Path, "socket %s and its keep link %s are both gone, so the socket cannot be reached; restart the backend's socket with sockvisor reload or restart sockvisor", l.spec.Path, l.keep)
+	}
+}
+
+// ownsLocked reports whether p names this socket's file; false if p is
+// missing; an error if another file sits there.
+func (l *Listener) ownsLocked(p string) (bool, error) {
+	var st unix.Stat_t
+	err := unix.Lstat(p, &st)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("sockets: lstat %s: %w", p, err)
+	case st.Dev == l.dev && st.Ino == l.ino:
+		return true, nil
+	}
+	return false, fail(ErrInUse, nil, p, "%s is now %s other than sockvisor's socket (inode %d, expected %d); something re-created it: remove it and restart the backend", p, kindOf(st.Mode).article(), st.Ino, l.ino)
+}
+
+// Close closes the descriptor and leaves both files in place: a later
+// sockvisor can adopt or re-create them. It is safe to call twice.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closeLocked()
+}
+
+func (l *Listener) closeLocked() error {
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	if err := l.f.Close(); err != nil {
+		return fmt.Errorf("sockets: close %s: %w", l.spec.Path, err)
+	}
+	return nil
+}
+
+// Remove closes the socket and unlinks its path and keep link, each only if
+// it still names this socket's file.
+func (l *Listener) Remove() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	errs := []error{l.closeLocked()}
+	want := unix.Stat_t{Dev: l.dev, Ino: l.ino}
+	for _, p := range []string{l.spec.Path, l.keep} {
+		if _, err := unlinkSame(p, &want); err != nil {
+			errs = append(errs, fmt.Errorf("sockets: remove %s: %w", p, err))
+		}
+	}
+	l.log.Info("removed socket")
+	return errors.Join(errs...)
+}
+
+// FixSocketFile sets owner, group, mode and label on a socket a backend
+// bound itself (handoff "self").
+func FixSocketFile(cfg *config.Config, spec config.Socket) error {
+	b, err := backendOf(cfg, spec)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(spec.Path, &st); err != nil {
+		return fail(ErrLost, err, spec.Path, "socket %s does not exist (%v); check that backend %q binds exactly this path", spec.Path, err, spec.Backend)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fail(ErrNotSocket, nil, spec.Path, "%s is %s, not a socket; check that backend %q binds exactly this path", spec.Path, kindOf(st.Mode).article(), spec.Backend)
+	}
+	return fixFile(spec.Path, &st, cfg.SocketUID, cfg.SocketGID, uint32(b.SocketMode), cfg.SELinuxType)
+}
+
+// WaitForSocket waits until a socket at path is listening, as a backend that
+// binds its own socket (handoff "self") makes it. A stale file left from an
+// earlier run does not count. It uses sock_diag and so never connects, unless
+// sock_diag is unavailable.
+func WaitForSocket(ctx context.Context, path string) error {
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if listening(path) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fail(ErrNotListening, ctx.Err(), path, "nothing is listening on socket %s (%v); check that the backend binds exactly this path", path, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+func listening(path string) bool {
+	var st unix.Stat_t
+	if unix.Lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return false
+	}
+	b, err := loadBound()
+	if err != nil {
+		r := probe(path, DefaultProbeTimeout)
+		return r.state == probeLive || r.state == probeFull
+	}
+	s, ok := b.holds(&st)
+	return ok && s.State == sockdiag.StateListen
+}
+
+// clearStale makes room at p: nothing there is fine, a stale socket is
+// removed, anything else is an error naming what holds the path.
+func clearStale(p string, log hclog.Logger) error {
+	var st unix.Stat_t
+	err := unix.Lstat(p, &st)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sockets: lstat %s: %w", p, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return fail(ErrNotSocket, nil, p, "%s exists and is %s, not a socket; sockvisor never removes it: move it away or choose another socket name", p, kindOf(st.Mode).article())
+	}
+	r := probe(p, DefaultProbeTimeout)
+	switch r.state {
+	case probeGone:
+		return nil
+	case probeLive:
+		if r.pid > 0 {
+			return fail(ErrInUse, nil, p, "socket %s is in use: pid %d is listening on it; stop that process or choose another socket name", p, r.pid)
+		}
+		return fail(ErrInUse, nil, p, "socket %s is in use by another process; stop it or choose another socket name", p)
+	case probeFull:
+		return fail(ErrInUse, r.err, p, "socket %s is in use by another process whose accept queue is full; stop it or choose another socket name", p)
+	case probeFailed:
+		return fail(ErrInUse, r.err, p, "cannot tell whether socket %s is in use (%v); remove it by hand if it is stale", p, r.err)
+	}
+	b, _ := loadBound()
+	if _, held := b.holds(&st); held {
+		return fail(ErrInUse, nil, p, "socket %s is bound by another process that is not listening on it (yet); stop that process or choose another socket name", p)
+	}
+	_, why := b.judge(&st)
+	removed, err := unlinkSame(p, &st)
+	if err != nil {
+		return fail(nil, err, p, "cannot remove stale socket %s: %v", p, err)
+	}
+	if removed {
+		log.Info("removed stale socket", "path", p, "reason", why)
+	}
+	return nil
+}
+
+// fixFile sets owner, group, mode and SELinux type on the socket file at
+// path, which must still be the file want describes. It works through an
+// O_PATH descriptor, so a file swapped in meanwhile is never changed.
+func fixFile(path string, want *unix.Stat_t, uid, gid int, mode uint32, seType string) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(ErrLost, err, path, "cannot open socket %s to set its permissions: %v", path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("sockets: fstat %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Dev != want.Dev || st.Ino != want.Ino {
+		return fail(ErrUnsafe, nil, path, "%s changed while sockvisor was setting its permissions; check who else writes socket_dir", path)
+	}
+	if int(st.Uid) != uid || int(st.Gid) != gid {
+		if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
+			return fail(nil, err, path, "cannot chown socket %s to %d:%d: %v; sockvisor must run as root to set socket_owner and socket_group", path, uid, gid, err)
+		}
+	}
+	// fchmod(2) on a socket descriptor would change the socket, not the
+	// file; chmod through the O_PATH link changes the file.
+	if err := unix.Fchmodat(unix.AT_FDCWD, fdPath(fd), mode, 0); err != nil {
+		return fail(nil, err, path, "cannot chmod socket %s to %04o: %v", path, mode, err)
+	}
+	if err := applyLabel(fdPath(fd), seType); err != nil {
+		return fail(nil, err, path, "cannot label socket %s with SELinux type %s: %v; check selinux_type", path, seType, err)
+	}
+	return nil
+}
+
+// unlinkSame unlinks the socket at p if it is still the file want describes.
+func unlinkSame(p string, want *unix.Stat_t) (bool, error) {
+	return unlinkSameAt(unix.AT_FDCWD, p, want)
+}
+
+func unlinkSameAt(dirfd int, name string, want *unix.Stat_t) (bool, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Dev != want.Dev || st.Ino != want.Ino {
+		return false, nil
+	}
+	if err := unix.Unlinkat(dirfd, name, 0); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil // someone else removed it first
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+func backendOf(cfg *config.Config, spec config.Socket) (*config.Backend, error) {
+	b := cfg.Backend(spec.Backend)
+	if b == nil {
+		return nil, fmt.Errorf("sockets: socket %s belongs to backend %q, which is not in the config", spec.Path, spec.Backend)
+	}
+	if spec.Path != filepath.Join(cfg.SocketDir, spec.Name) {
+		return nil, fmt.Errorf("sockets: socket %s is not %s inside socket_dir %s", spec.Path, spec.Name, cfg.SocketDir)
+	}
+	return b, nil
+}
