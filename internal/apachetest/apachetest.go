@@ -3,12 +3,14 @@
 // free loopback port, so tests never touch the system Apache.
 //
 // Invariant: every instance started by Start is stopped (and its process
-// waited for) by t.Cleanup, even when the test fails.
+// waited for) by t.Cleanup, even when the test fails; Launch is the same
+// launcher without a testing.TB, and its caller owns Stop.
 package apachetest
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -50,20 +52,29 @@ func Available() bool {
 }
 
 // Option changes how Start runs Apache.
-type Option func(*options)
+type Option func(*LaunchOptions)
 
-type options struct {
-	privateTmp bool
+// LaunchOptions says how Launch runs Apache.
+type LaunchOptions struct {
+	// Site is written to the file the main config Includes (may be empty).
+	Site string
+	// PrivateTmp: see the PrivateTmp option.
+	PrivateTmp bool
+	// Output receives Apache's stdout and stderr; nil means os.Stderr.
+	Output io.Writer
+	// StartTimeout bounds the wait for the port to open; 0 means 10 s.
+	StartTimeout time.Duration
 }
 
 // PrivateTmp runs Apache in a mount namespace of its own with fresh, empty
 // /tmp and /var/tmp, as systemd's PrivateTmp=true does for apache2.service.
 // The instance's directory is then created under /run, outside both.
-func PrivateTmp() Option { return func(o *options) { o.privateTmp = true } }
+func PrivateTmp() Option { return func(o *LaunchOptions) { o.PrivateTmp = true } }
 
 // Start writes a config that Includes site (may be empty) and starts Apache in
 // the foreground as a child of the test. Apache runs its workers as
 // www-data, like Debian's own, so socket permissions are tested for real.
+// It skips the test without apache2 or root and stops Apache in t.Cleanup.
 func Start(t testing.TB, site string, opts ...Option) *Instance {
 	t.Helper()
 	if !Available() {
@@ -72,55 +83,97 @@ func Start(t testing.TB, site string, opts ...Option) *Instance {
 	if os.Geteuid() != 0 {
 		t.Skipf("%s: needs root", t.Name())
 	}
-	var o options
+	o := LaunchOptions{Site: site}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	in, err := Launch(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Stop() })
+	return in
+}
+
+// Launch starts a private Apache without a testing.TB, for programs such as
+// the benchmarks. It needs root and apache2. The caller must call Stop, which
+// also removes the instance's directory; on error nothing is left running.
+func Launch(o LaunchOptions) (in *Instance, err error) {
+	if !Available() {
+		return nil, fmt.Errorf("apachetest: %s not found (apt-get install apache2)", Binary)
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("apachetest: needs root (Apache switches to www-data)")
+	}
 	base := ""
-	if o.privateTmp {
+	if o.PrivateTmp {
 		base = "/run"
 	}
 	dir, err := os.MkdirTemp(base, "svap")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
 	// Workers run as www-data and must read the site file.
 	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	in := &Instance{
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	in = &Instance{
 		Dir:      dir,
-		Port:     FreePort(t),
+		Port:     port,
 		ConfFile: filepath.Join(dir, "apache2.conf"),
 		Site:     filepath.Join(dir, "site.conf"),
 		ErrorLog: filepath.Join(dir, "error.log"),
 		done:     make(chan struct{}),
 	}
-	if err := os.WriteFile(in.Site, []byte(site), 0o644); err != nil {
-		t.Fatal(err)
+	if err := os.WriteFile(in.Site, []byte(o.Site), 0o644); err != nil {
+		return nil, err
 	}
 	if err := os.WriteFile(in.ConfFile, []byte(in.mainConfig()), 0o644); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	in.cmd = exec.Command(Binary, "-d", dir, "-f", in.ConfFile, "-DFOREGROUND")
-	if o.privateTmp {
+	if o.PrivateTmp {
 		// unshare and sh both exec, so the pid stays Apache's.
 		in.cmd = exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
 			`mount -t tmpfs -o mode=1777 tmpfs /tmp && mount -t tmpfs -o mode=1777 tmpfs /var/tmp && exec "$0" "$@"`,
 			Binary, "-d", dir, "-f", in.ConfFile, "-DFOREGROUND")
 	}
-	in.cmd.Stdout, in.cmd.Stderr = os.Stderr, os.Stderr
+	out := o.Output
+	if out == nil {
+		out = os.Stderr
+	}
+	in.cmd.Stdout, in.cmd.Stderr = out, out
 	in.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := in.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go func() { in.cmd.Wait(); close(in.done) }()
-	t.Cleanup(in.stop)
-	if err := in.waitServing(10 * time.Second); err != nil {
-		t.Fatalf("apache did not start: %v\n%s", err, in.Log())
+	limit := o.StartTimeout
+	if limit == 0 {
+		limit = 10 * time.Second
 	}
-	return in
+	if err := in.waitServing(limit); err != nil {
+		in.stop()
+		return nil, fmt.Errorf("apache did not start: %w\n%s", err, in.Log())
+	}
+	return in, nil
+}
+
+// Stop stops Apache (SIGTERM, then SIGKILL to its process group after 10 s),
+// waits for it and removes the instance's directory. It is safe to call
+// more than once.
+func (in *Instance) Stop() error {
+	in.stop()
+	return os.RemoveAll(in.Dir)
 }
 
 func (in *Instance) mainConfig() string {
@@ -167,10 +220,19 @@ func (in *Instance) Command() []string {
 // Graceful asks the instance to re-read its config, as apachectl graceful does.
 func (in *Instance) Graceful(t testing.TB) {
 	t.Helper()
+	if err := in.Reload(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Reload is Graceful without a testing.TB: apache2 -k graceful, which
+// checks the config before it signals the running server.
+func (in *Instance) Reload() error {
 	out, err := exec.Command(Binary, "-d", in.Dir, "-f", in.ConfFile, "-k", "graceful").CombinedOutput()
 	if err != nil {
-		t.Fatalf("apache graceful: %v: %s", err, out)
+		return fmt.Errorf("apache graceful: %w: %s", err, out)
 	}
+	return nil
 }
 
 // PID returns the main process id.
@@ -246,12 +308,19 @@ func (in *Instance) Get(path string) (int, string, error) {
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	n, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
 	defer l.Close()
 	_, p, _ := net.SplitHostPort(l.Addr().String())
-	n, _ := strconv.Atoi(p)
-	return n
+	return strconv.Atoi(p)
 }

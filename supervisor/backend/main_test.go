@@ -70,8 +70,8 @@ func playRole(role string) int {
 				fmt.Fprintln(os.Stderr, err)
 				return 5
 			}
-			serveHTTP(l, nil)
-			return 0
+			go http.Serve(l, http.HandlerFunc(whoami))
+			select {}
 		}
 		var onStop func()
 		if role == "unlinker" {
@@ -99,13 +99,7 @@ func playRole(role string) int {
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM)
 		<-sig
-		// net/http/fcgi has no graceful shutdown: stop accepting, then
-		// let accepted requests finish.
-		tl.Close()
-		time.Sleep(100 * time.Millisecond)
-		for deadline := time.Now().Add(10 * time.Second); tl.active.Load() > 0 && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-		}
+		tl.drain()
 		return 0
 	}
 	fmt.Fprintf(os.Stderr, "unknown role %q\n", role)
@@ -127,6 +121,16 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	return &trackedConn{Conn: c, l: l}, nil
 }
 
+// drain stops accepting and waits (at most 10s) for accepted connections
+// to be closed by their handlers; clients here never keep connections alive.
+func (l *trackingListener) drain() {
+	l.Close()
+	time.Sleep(50 * time.Millisecond) // an Accept returning right now
+	for deadline := time.Now().Add(10 * time.Second); l.active.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 type trackedConn struct {
 	net.Conn
 	l    *trackingListener
@@ -138,19 +142,14 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// serveHTTP serves whoami on l until SIGTERM, then shuts down gracefully.
+// serveHTTP serves whoami on l until SIGTERM, then stops accepting and
+// lets accepted connections finish. (http.Server.Shutdown would drop a
+// request read after it began: net/http closes such connections unanswered.)
 func serveHTTP(l net.Listener, onStop func()) {
+	tl := &trackingListener{Listener: l}
 	srv := &http.Server{Handler: http.HandlerFunc(whoami)}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM)
-	shut := make(chan struct{})
-	go func() {
-		defer close(shut)
-		<-sig
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}()
 	fmt.Println("serving")
 	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
 		if c, err := net.Dial("unixgram", addr); err == nil {
@@ -158,13 +157,9 @@ func serveHTTP(l net.Listener, onStop func()) {
 			c.Close()
 		}
 	}
-	srv.Serve(l)
-	<-shut
-	// Serve can track a connection it accepted as Shutdown began, after
-	// Shutdown found nothing to wait for; a second Shutdown waits for it.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	srv.Shutdown(ctx)
+	go srv.Serve(tl)
+	<-sig
+	tl.drain()
 	if onStop != nil {
 		onStop()
 	}

@@ -4,7 +4,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,7 +40,12 @@ func writeMan(w io.Writer) {
 		}
 		return strings.Join(out, "\n")
 	}
-	fmt.Fprintf(w, ".TH SOCKVISOR 8 %q \"sockvisor %s\" \"System Administration\"\n", time.Now().UTC().Format("2006-01-02"), esc(Version))
+	// SOURCE_DATE_EPOCH keeps packaged man pages reproducible.
+	date := time.Now()
+	if n, err := strconv.ParseInt(os.Getenv("SOURCE_DATE_EPOCH"), 10, 64); err == nil {
+		date = time.Unix(n, 0)
+	}
+	fmt.Fprintf(w, ".TH SOCKVISOR 8 %q \"sockvisor %s\" \"System Administration\"\n", date.UTC().Format("2006-01-02"), esc(Version))
 	fmt.Fprintf(w, ".SH NAME\nsockvisor \\- supervise app servers behind Apache over Unix domain sockets\n")
 	fmt.Fprintf(w, ".SH SYNOPSIS\n.B sockvisor\n.I command\n[\\fIflags\\fR] [\\fIargs\\fR]\n")
 	fmt.Fprintf(w, ".SH DESCRIPTION\n%s\n", esc(`sockvisor owns a socket directory, creates each backend's listening socket with
@@ -55,7 +62,7 @@ refuse a request, and renders, tests and reloads Apache's proxy config.`))
 	sort.Strings(names)
 	for _, n := range names {
 		c := commands[n]
-		fmt.Fprintf(w, ".TP\n.B sockvisor %s\\fR%s\n%s\n", n, esc(c.usage), esc(c.summary))
+		fmt.Fprintf(w, ".TP\n.B sockvisor %s\\fR%s\n%s\n", esc(n), esc(c.usage), esc(c.summary))
 		if c.help != "" {
 			fmt.Fprintf(w, ".IP\n%s\n", esc(strings.TrimSpace(c.help)))
 		}

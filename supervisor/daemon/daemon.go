@@ -59,6 +59,8 @@ type Daemon struct {
 	apache *apache.Manager
 	// lastReloadErr is shown in status until a reload succeeds.
 	lastReloadErr string
+
+	counts counters
 }
 
 // proc is one started backend and the goroutine that runs it.
@@ -122,13 +124,21 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	}
 	defer d.shutdown()
 
-	ctl, err := control.Listen(d.cfg.ControlSocket, d, d.metricsHandler(), d.log.Named("control"))
+	metrics := d.metricsHandler()
+	ctl, err := control.Listen(d.cfg.ControlSocket, d, metrics, d.log.Named("control"))
 	if err != nil {
 		return err
 	}
 	ctlDone := make(chan struct{})
 	go func() { ctl.Serve(ctx); close(ctlDone) }()
 	defer func() { cancel(); <-ctlDone }()
+	if d.cfg.MetricsListen != "" {
+		stop, err := d.serveMetrics(ctx, d.cfg.MetricsListen, metrics)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	d.notify.Ready(d.summary())
 	d.log.Info("sockvisor ready", "backends", len(d.cfg.Backends), "sockets", len(d.socks))
@@ -172,11 +182,16 @@ func (d *Daemon) start(ctx context.Context) error {
 		d.notify.Forget(name)
 		f.Close()
 	}
+	d.mu.Lock()
+	leftovers := findLeftovers(cfg, d.socks)
+	d.mu.Unlock()
 	var started []*proc
 	for _, b := range cfg.Backends {
 		started = append(started, d.startProc(b))
 	}
 	d.waitReady(ctx, started)
+	// The new generation serves; let the old one finish its requests.
+	d.retireLeftovers(ctx, leftovers)
 	d.mu.Lock()
 	for _, p := range started {
 		d.procs[p.cfg.Name] = p
@@ -364,9 +379,11 @@ func (d *Daemon) applyApache(ctx context.Context, cfg *config.Config) error {
 	defer cancel()
 	changed, err := d.apache.Apply(actx, cfg)
 	if err != nil {
+		d.counts.apacheReloadFailures.Add(1)
 		return err
 	}
 	if changed {
+		d.counts.apacheReloads.Add(1)
 		d.log.Info("Apache config applied and reloaded")
 	}
 	return nil

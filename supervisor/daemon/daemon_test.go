@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -326,4 +327,73 @@ func TestReloadAppliesDifference(t *testing.T) {
 		t.Errorf("%d backends after a rolled-back reload, want 2", n)
 	}
 	h.get("/c/")
+}
+
+// The metrics show the accept queue growing while a stopped backend leaves
+// connections waiting, and they drain once it runs again.
+func TestMetricsQueueGrows(t *testing.T) {
+	h := newHarness(t, backendHCL("app", "/", ""))
+	pid := h.waitStatus().Backends[0].PID
+	sock := filepath.Join(h.dir, "s", "app.sock")
+	queue := func() string {
+		t.Helper()
+		text, err := h.client.Metrics(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, "sockvisor_socket_queue_length{") && strings.Contains(l, sock) {
+				return l[strings.LastIndexByte(l, ' ')+1:]
+			}
+		}
+		t.Fatalf("no queue metric for %s in:\n%s", sock, text)
+		return ""
+	}
+	if q := queue(); q != "0" {
+		t.Fatalf("idle queue = %s", q)
+	}
+	// Freeze the whole backend (master and workers) so nothing accepts.
+	if err := syscall.Kill(-pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(-pid, syscall.SIGCONT)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	dial := func(n int) {
+		for i := 0; i < n; i++ {
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+	}
+	dial(3)
+	if q := queue(); q != "3" {
+		t.Errorf("queue with 3 waiting = %s", q)
+	}
+	dial(4)
+	if q := queue(); q != "7" {
+		t.Errorf("queue with 7 waiting = %s", q)
+	}
+	if text, _ := h.client.Metrics(context.Background()); !strings.Contains(text, `sockvisor_backend_ready{backend="app"} 1`) {
+		t.Errorf("metrics lack readiness:\n%s", text)
+	}
+	// Idle clients would each pin a sync worker; hang up, then resume.
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	syscall.Kill(-pid, syscall.SIGCONT)
+	deadline := time.Now().Add(10 * time.Second)
+	for queue() != "0" && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if q := queue(); q != "0" {
+		t.Errorf("queue after the backend resumed = %s", q)
+	}
 }

@@ -23,8 +23,10 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	defer d.reloadMu.Unlock()
 	d.notify.Reloading()
 	err := d.reloadLocked(ctx)
+	d.counts.configReloads.Add(1)
 	d.mu.Lock()
 	if err != nil {
+		d.counts.configReloadFailures.Add(1)
 		d.lastReloadErr = err.Error()
 	} else {
 		d.lastReloadErr = ""

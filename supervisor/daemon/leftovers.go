@@ -1,0 +1,216 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/supervisor/config"
+	"github.com/sockvisor/sockvisor/supervisor/sockets"
+)
+
+// A crashed sockvisor leaves its backends running when the unit has
+// KillMode=process: they keep serving on the sockets the fd store kept. The
+// next sockvisor finds them in its own service cgroup (nothing else ever is
+// in it), starts fresh backends, and only then stops the leftovers
+// gracefully, so their in-flight requests finish.
+
+// leftover is a process a previous sockvisor started.
+type leftover struct {
+	pid    int
+	start  uint64 // starttime from /proc/PID/stat, against PID reuse
+	leader bool   // a process group leader: a backend's main process
+	// backend is the configured backend whose socket it holds, or nil.
+	backend *config.Backend
+}
+
+// serviceCgroupProcs returns the cgroup.procs file of this process's systemd
+// service cgroup, or "" when sockvisor is not a systemd service (then it
+// shares its cgroup with unrelated processes and must never touch them).
+func serviceCgroupProcs() string {
+	if os.Getenv("INVOCATION_ID") == "" {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return ""
+	}
+	var path string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		// The unified hierarchy ("0::") or systemd's named one.
+		if parts[0] == "0" || parts[1] == "name=systemd" {
+			path = parts[2]
+			if parts[0] == "0" {
+				break
+			}
+		}
+	}
+	if !strings.HasSuffix(path, ".service") {
+		return ""
+	}
+	for _, root := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"} {
+		p := filepath.Join(root, path, "cgroup.procs")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// findLeftovers lists the processes in our service cgroup other than
+// ourselves, before we start any backend, mapping each to the backend whose
+// socket it holds.
+func findLeftovers(cfg *config.Config, listeners map[string]*sockets.Listener) []leftover {
+	procs := serviceCgroupProcs()
+	if procs == "" {
+		return nil
+	}
+	pids, err := readPids(procs)
+	if err != nil {
+		return nil
+	}
+	byInode := map[uint64]*config.Backend{}
+	for _, b := range cfg.Backends {
+		for _, s := range b.Sockets {
+			if l := listeners[s.Name]; l != nil {
+				var st unix.Stat_t
+				if unix.Fstat(int(l.File().Fd()), &st) == nil {
+					byInode[st.Ino] = b
+				}
+			}
+		}
+	}
+	self := os.Getpid()
+	var out []leftover
+	for _, pid := range pids {
+		if pid == self {
+			continue
+		}
+		start, pgid, ok := procStat(pid)
+		if !ok {
+			continue
+		}
+		out = append(out, leftover{pid: pid, start: start, leader: pgid == pid, backend: socketOwner(pid, byInode)})
+	}
+	return out
+}
+
+func readPids(path string) ([]int, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var pids []int
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if n, err := strconv.Atoi(strings.TrimSpace(sc.Text())); err == nil {
+			pids = append(pids, n)
+		}
+	}
+	return pids, sc.Err()
+}
+
+// procStat reads the start time (field 22) and process group (field 5) of
+// /proc/PID/stat, after the parenthesised comm, which may contain spaces.
+func procStat(pid int) (start uint64, pgid int, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, 0, false
+	}
+	start, err1 := strconv.ParseUint(f[19], 10, 64)
+	pgid, err2 := strconv.Atoi(f[2])
+	return start, pgid, err1 == nil && err2 == nil
+}
+
+// socketOwner returns the backend whose listening socket pid holds.
+func socketOwner(pid int, byInode map[uint64]*config.Backend) *config.Backend {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	for _, e := range ents {
+		link, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil || !strings.HasPrefix(link, "socket:[") {
+			continue
+		}
+		ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
+		if err == nil && byInode[ino] != nil {
+			return byInode[ino]
+		}
+	}
+	return nil
+}
+
+// alive reports whether the leftover is still the same process.
+func (l leftover) alive() bool {
+	start, _, ok := procStat(l.pid)
+	return ok && start == l.start
+}
+
+// retireLeftovers stops leftovers the way their backend is stopped: the
+// stop signal to each backend's main process (the group leader holding its
+// socket, which drains its own workers), a wait of the longest stop_timeout,
+// then SIGKILL to whatever is still there.
+func (d *Daemon) retireLeftovers(ctx context.Context, ls []leftover) {
+	if len(ls) == 0 {
+		return
+	}
+	d.log.Info("stopping backends a previous sockvisor left running", "processes", len(ls))
+	var timeout time.Duration
+	for _, l := range ls {
+		if !l.leader || l.backend == nil || !l.alive() {
+			continue
+		}
+		if l.backend.StopTimeout > timeout {
+			timeout = l.backend.StopTimeout
+		}
+		d.log.Info("stopping leftover backend process", "backend", l.backend.Name, "pid", l.pid, "signal", unix.SignalName(l.backend.StopSignal))
+		if err := syscall.Kill(l.pid, l.backend.StopSignal); err != nil && !errors.Is(err, syscall.ESRCH) {
+			d.log.Warn("signalling leftover", "pid", l.pid, "error", err)
+		}
+	}
+	if timeout == 0 {
+		timeout = 10 * time.Second // none mapped to a backend: a fair grace period
+	}
+	deadline := time.Now().Add(timeout)
+	var wg sync.WaitGroup
+	for _, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for l.alive() && time.Now().Before(deadline) && ctx.Err() == nil {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if l.alive() {
+				d.log.Warn("leftover did not stop in time; killing it", "pid", l.pid)
+				syscall.Kill(l.pid, syscall.SIGKILL)
+			}
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,89 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/supervisor/config"
+)
+
+// A process that holds a backend's socket is mapped to that backend, and
+// retiring it sends the backend's stop signal, then SIGKILL if it lingers.
+func TestLeftoversMappedAndRetired(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := os.NewFile(uintptr(fd), "sock")
+	defer sock.Close()
+	var st unix.Stat_t
+	unix.Fstat(fd, &st)
+	b := &config.Backend{Name: "app", StopSignal: syscall.SIGTERM, StopTimeout: time.Second}
+	byInode := map[uint64]*config.Backend{st.Ino: b}
+
+	start := func(script string) *exec.Cmd {
+		cmd := exec.Command("/bin/sh", "-c", script)
+		cmd.ExtraFiles = []*os.File{sock}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+		return cmd
+	}
+	graceful := start("exec sleep 60")
+	stubborn := start("trap '' TERM; while :; do sleep 0.1; done")
+	time.Sleep(200 * time.Millisecond)
+
+	var ls []leftover
+	for _, c := range []*exec.Cmd{graceful, stubborn} {
+		start, pgid, ok := procStat(c.Process.Pid)
+		if !ok || pgid != c.Process.Pid {
+			t.Fatalf("procStat(%d) = %d %d %v", c.Process.Pid, start, pgid, ok)
+		}
+		if got := socketOwner(c.Process.Pid, byInode); got != b {
+			t.Fatalf("socketOwner(%d) = %v, want backend app", c.Process.Pid, got)
+		}
+		ls = append(ls, leftover{pid: c.Process.Pid, start: start, leader: true, backend: b})
+	}
+	if socketOwner(os.Getppid(), byInode) != nil {
+		t.Error("an unrelated process was mapped to a backend")
+	}
+
+	// Reap in the background: leftovers are normally PID 1's children.
+	done := make(chan struct{})
+	go func() { graceful.Wait(); stubborn.Wait(); close(done) }()
+	d := &Daemon{log: hclog.NewNullLogger()}
+	began := time.Now()
+	d.retireLeftovers(context.Background(), ls)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("leftovers still running after retireLeftovers")
+	}
+	if ws := graceful.ProcessState.Sys().(syscall.WaitStatus); ws.Signal() != syscall.SIGTERM {
+		t.Errorf("graceful leftover ended by %v, want SIGTERM", ws.Signal())
+	}
+	if ws := stubborn.ProcessState.Sys().(syscall.WaitStatus); ws.Signal() != syscall.SIGKILL {
+		t.Errorf("stubborn leftover ended by %v, want SIGKILL after the timeout", ws.Signal())
+	}
+	if el := time.Since(began); el < 900*time.Millisecond {
+		t.Errorf("stubborn leftover killed after %v, before stop_timeout", el)
+	}
+}
+
+// Outside a systemd service, sockvisor shares its cgroup with strangers and
+// must never treat them as leftovers.
+func TestNoLeftoversOutsideAService(t *testing.T) {
+	t.Setenv("INVOCATION_ID", "")
+	if p := serviceCgroupProcs(); p != "" {
+		t.Fatalf("serviceCgroupProcs without INVOCATION_ID = %q", p)
+	}
+}
