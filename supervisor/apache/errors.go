@@ -13,6 +13,8 @@ var (
 	// ErrNotRegular means the config file path holds something other than a
 	// regular file, which sockvisor refuses to replace.
 	ErrNotRegular = errors.New("apache: config file is not a regular file")
+	// ErrNotOurs means apache.config_file holds a file sockvisor did not write.
+	ErrNotOurs = errors.New("apache: config file was not written by sockvisor")
 	// ErrLinkConflict means the enable link's path holds something sockvisor
 	// did not make.
 	ErrLinkConflict = errors.New("apache: enable link taken")

@@ -1,6 +1,7 @@
 package apache
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -36,6 +37,11 @@ func readCurrent(path string) (current, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return current{}, fmt.Errorf("reading %s: %w", path, err)
+	}
+	// Never overwrite somebody else's config (a typo in apache.config_file
+	// naming ssl.conf, say): ours always starts with the header.
+	if len(bytes.TrimSpace(data)) > 0 && !bytes.HasPrefix(data, []byte(header)) {
+		return current{}, fmt.Errorf("%w: %s does not start with %q, so sockvisor did not write it and will not replace it; move it away or set apache.config_file to another path", ErrNotOurs, path, header)
 	}
 	c := current{data: data, exists: true, mode: st.Mode().Perm(), uid: -1, gid: -1}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {

@@ -298,5 +298,5 @@ func (m *Manager) configTest(ctx context.Context) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%w: Apache rejected the config, so the previous one was kept (see \"sockvisor apache-config\" for the generated lines): %s: %w", ErrConfigTest, apacheMessage(out), err)
+	return fmt.Errorf("%w: Apache rejected the config, so the previous one was kept (see \"sockvisor apache-config\" for the generated lines): %s: %w", ErrConfigTest, apacheconf.Message([]byte(out), 6), err)
 }

@@ -669,3 +669,27 @@ func TestReadPid(t *testing.T) {
 		t.Error("alive for a pid that cannot exist")
 	}
 }
+
+// A file sockvisor did not write is never replaced.
+func TestApplyRefusesForeignFile(t *testing.T) {
+	dir, err := os.MkdirTemp("", "svf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "ssl.conf")
+	os.WriteFile(path, []byte("SSLEngine on\n"), 0o644)
+	m := NewManager(Options{Layout: Layout{Flavor: "rhel", ConfigFile: path}})
+	defer m.Close()
+	m.modules = func(context.Context) (map[string]bool, error) { return map[string]bool{}, nil }
+	cfg, err := config.Parse([]byte("apache {\n  reload = \"none\"\n}\n"), "t.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Apply(context.Background(), cfg); !errors.Is(err, ErrNotOurs) {
+		t.Fatalf("Apply over a foreign file = %v, want ErrNotOurs", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "SSLEngine on\n" {
+		t.Fatalf("foreign file changed to %q", b)
+	}
+}

@@ -5,30 +5,11 @@ import (
 	"errors"
 	"os"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
-)
 
-// procStat returns the state letter and parent pid from /proc/PID/stat.
-func procStat(pid int) (state byte, ppid int, err error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, err
-	}
-	// "pid (comm) S ppid ...": comm may hold spaces and parentheses.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, 0, errors.New("malformed stat")
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 || len(f[0]) != 1 {
-		return 0, 0, errors.New("malformed stat")
-	}
-	ppid, err = strconv.Atoi(f[1])
-	return f[0][0], ppid, err
-}
+	"github.com/sockvisor/sockvisor/internal/procfs"
+)
 
 // alive reports whether pid is a running process. A zombie counts as dead:
 // Apache's parent lingers as one until its parent reaps it.
@@ -36,7 +17,8 @@ func alive(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
-	state, _, err := procStat(pid)
+	st, err := procfs.ReadStat(pid)
+	state := st.State
 	switch {
 	case err == nil:
 		return state != 'Z' && state != 'X'
@@ -59,7 +41,7 @@ func children(pid int) map[int]bool {
 		if err != nil {
 			continue
 		}
-		if _, ppid, err := procStat(n); err == nil && ppid == pid {
+		if st, err := procfs.ReadStat(n); err == nil && st.PPID == pid {
 			out[n] = true
 		}
 	}

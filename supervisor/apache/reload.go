@@ -76,7 +76,7 @@ func (a *ApachectlReloader) Reload(ctx context.Context) error {
 	}
 	before := children(pid)
 	if out, err := runApache(ctx, a.Apachectl, "-k", "graceful"); err != nil {
-		return fmt.Errorf("%w: %s -k graceful: %w: %s", ErrReload, strings.Join(a.Apachectl, " "), err, apacheMessage(out))
+		return fmt.Errorf("%w: %s -k graceful: %w: %s", ErrReload, strings.Join(a.Apachectl, " "), err, apacheconf.Message([]byte(out), 6))
 	}
 	if err := settle(ctx, pid, before, orDefault(a.Settle, DefaultSettle)); err != nil {
 		return fmt.Errorf("%w: main process %d exited after the graceful restart; its error log says why", err, pid)
@@ -94,7 +94,7 @@ func (a *ApachectlReloader) Start(ctx context.Context) error {
 		return err
 	}
 	if out, err := runApache(ctx, a.Apachectl, "-k", "start"); err != nil {
-		return fmt.Errorf("%s -k start: %w: %s", strings.Join(a.Apachectl, " "), err, apacheMessage(out))
+		return fmt.Errorf("%s -k start: %w: %s", strings.Join(a.Apachectl, " "), err, apacheconf.Message([]byte(out), 6))
 	}
 	deadline := time.Now().Add(orDefault(a.Settle, DefaultSettle))
 	for {

@@ -21,13 +21,16 @@ const HostSuffix = ".sockvisor.invalid"
 // name limit (measured on 2.4.71).
 const maxLabel = 63
 
+// header starts every file sockvisor writes; a file without it is not ours.
+const header = "# sockvisor's Apache config"
+
 // Render returns sockvisor's Apache config for cfg. Equal configs give equal
 // bytes: nothing time- or environment-dependent goes in.
 func Render(cfg *config.Config) []byte {
 	var b bytes.Buffer
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 
-	p("# sockvisor's Apache config, generated from %s.", comment(cfg.File))
+	p(header+", generated from %s.", comment(cfg.File))
 	p("# Do not edit: sockvisor rewrites this file whenever its config changes.")
 	p("#")
 	p("# This file is part of the global server config, so it applies to every")

@@ -57,7 +57,7 @@ func LoadedModules(ctx context.Context, apachectl []string) (map[string]bool, er
 		mods[strings.TrimSuffix(f[0], "_module")] = true
 	}
 	if len(mods) == 0 {
-		return nil, fmt.Errorf("apacheconf: %s -M listed no modules: %s", strings.Join(apachectl, " "), firstLines(out, 5))
+		return nil, fmt.Errorf("apacheconf: %s -M listed no modules: %s", strings.Join(apachectl, " "), Message(out, 5))
 	}
 	return mods, nil
 }
@@ -70,7 +70,7 @@ func RunConfig(ctx context.Context, apachectl []string) (RunCfg, error) {
 	}
 	rc := parseRunCfg(out)
 	if rc.ServerRoot == "" && rc.User.Name == "" {
-		return rc, fmt.Errorf("apacheconf: %s -t -D DUMP_RUN_CFG printed no run config: %s", strings.Join(apachectl, " "), firstLines(out, 5))
+		return rc, fmt.Errorf("apacheconf: %s -t -D DUMP_RUN_CFG printed no run config: %s", strings.Join(apachectl, " "), Message(out, 5))
 	}
 	return rc, nil
 }
@@ -144,7 +144,7 @@ func run(ctx context.Context, apachectl []string, args ...string) ([]byte, error
 	}
 	argv := append(append([]string{}, apachectl[1:]...), args...)
 	cmd := exec.CommandContext(ctx, apachectl[0], argv...)
-	cmd.Env = commandEnv(apachectl)
+	cmd.Env = CommandEnv(apachectl)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -153,15 +153,15 @@ func run(ctx context.Context, apachectl []string, args ...string) ([]byte, error
 		if len(bytes.TrimSpace(msg)) == 0 {
 			msg = stdout.Bytes()
 		}
-		return nil, fmt.Errorf("apacheconf: %s %s: %w: %s", strings.Join(apachectl, " "), strings.Join(args, " "), err, firstLines(msg, 8))
+		return nil, fmt.Errorf("apacheconf: %s %s: %w: %s", strings.Join(apachectl, " "), strings.Join(args, " "), err, Message(msg, 8))
 	}
 	return stdout.Bytes(), nil
 }
 
-// commandEnv returns the environment for running Apache. apachectl sources
+// CommandEnv returns the environment for running Apache. apachectl sources
 // Debian's envvars itself; the bare binary needs them supplied, or
 // ${APACHE_RUN_DIR} and friends stay undefined and the config fails.
-func commandEnv(apachectl []string) []string {
+func CommandEnv(apachectl []string) []string {
 	env := os.Environ()
 	base := filepath.Base(apachectl[0])
 	if base != "apache2" && base != "httpd" {
@@ -180,13 +180,15 @@ func commandEnv(apachectl []string) []string {
 	return env
 }
 
-// firstLines returns up to n non-empty lines of b, joined by "; ", without
-// the ServerName warning every unconfigured Debian Apache prints.
-func firstLines(b []byte, n int) string {
+// Message returns up to n lines of Apache's output that say what is wrong,
+// joined by "; ": without blank lines, "Syntax OK", apachectl's own
+// epilogue and the ServerName warning every unconfigured Debian Apache prints.
+func Message(b []byte, n int) string {
 	var keep []string
 	for _, l := range strings.Split(string(b), "\n") {
 		l = strings.TrimSpace(l)
-		if l == "" || strings.HasPrefix(l, "AH00558:") {
+		if l == "" || l == "Syntax OK" || strings.HasPrefix(l, "AH00558:") ||
+			strings.HasPrefix(l, "Action '") || strings.HasPrefix(l, "The Apache error log may have more information") {
 			continue
 		}
 		keep = append(keep, l)

@@ -115,7 +115,7 @@ func TestParseMatchesApacheIncludes(t *testing.T) {
 	if c.DefaultRuntimeDir != "/var/run/apache2" || !contains(c.ErrorLogs, "/var/log/apache2/error.log") {
 		t.Errorf("runtime dir %q, error logs %q", c.DefaultRuntimeDir, c.ErrorLogs)
 	}
-	// The bare binary needs envvars supplied; commandEnv does it.
+	// The bare binary needs envvars supplied; CommandEnv does it.
 	rc, err := RunConfig(ctx(t), []string{apachetest.Binary})
 	if err != nil {
 		t.Fatal(err)

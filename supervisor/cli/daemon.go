@@ -40,7 +40,9 @@ the watchdog.`,
 		summary: "restart one backend without refusing a request",
 		usage:   " BACKEND",
 		help: `Starts a new process on the same sockets, waits until it is ready, then
-stops the old one, so requests keep being served throughout.`,
+stops the old one, so requests keep being served throughout. A backend with
+handoff = "self" binds its own socket and is stopped first instead, so
+requests to it fail while it restarts.`,
 		flags: func(fs *flag.FlagSet) { configFlag(fs) },
 		run:   runRestart,
 	}
@@ -68,8 +70,10 @@ func runRun(e *env, fs *flag.FlagSet, args []string) (int, error) {
 		return ExitProblems, err
 	}
 	d, err := daemon.New(daemon.Options{ConfigPath: cfg.File, Log: log})
-	if err != nil {
+	if errors.Is(err, config.ErrInvalid) {
 		return ExitProblems, err
+	} else if err != nil {
+		return ExitFailure, err
 	}
 	if err := d.Run(context.Background()); err != nil {
 		return ExitFailure, err
@@ -85,13 +89,14 @@ func client(fs *flag.FlagSet) (*control.Client, int, error) {
 	return control.NewClient(config.PeekControlSocket(path)), ExitOK, nil
 }
 
-// callExit maps a control error to an exit code: a refused request (bad
-// backend name, bad config) is 1, no daemon or no permission is 2.
+// callExit maps a control error to an exit code: a request the daemon
+// refused (bad backend name, bad config) is 1; anything else (no daemon, no
+// permission, a broken connection) is 2.
 func callExit(err error) int {
-	if errors.Is(err, control.ErrNotRunning) || errors.Is(err, control.ErrNotAllowed) {
-		return ExitFailure
+	if errors.Is(err, control.ErrRefused) {
+		return ExitProblems
 	}
-	return ExitProblems
+	return ExitFailure
 }
 
 func runStatus(e *env, fs *flag.FlagSet, args []string) (int, error) {
@@ -121,6 +126,9 @@ func runStatus(e *env, fs *flag.FlagSet, args []string) (int, error) {
 }
 
 func writeStatus(e *env, st *daemon.StatusReport) {
+	if st.Phase != "running" {
+		fmt.Fprintf(e.stdout, "sockvisor is %s\n", st.Phase)
+	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BACKEND\tSTATE\tREADY\tPID\tRESTARTS\tLAST EXIT\tUPTIME\tSOCKET\tQUEUE")
 	for _, b := range st.Backends {

@@ -203,10 +203,10 @@ func Path(explicit string) string {
 func Load(path string) (*Config, error) {
 	src, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s does not exist; create it (see packaging/examples/) or pass --config", ErrNotFound, path)
+		return nil, fmt.Errorf("%w: %s does not exist; create it (examples are in /usr/share/doc/sockvisor/examples/) or pass --config", ErrNotFound, path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading config: %w", err)
+		return nil, fmt.Errorf("cannot read config %s: %w; check its permissions (sockvisor runs as root)", path, err)
 	}
 	return Parse(src, path)
 }

@@ -140,6 +140,8 @@ func TestProblems(t *testing.T) {
 		{"control socket in socket_dir", "control_socket = \"/run/sockvisor/ctl\"\n", "1", []string{"inside socket_dir"}},
 		{"bad flavor", "apache {\n  flavor = \"arch\"\n}\n", "2", []string{"auto, debian, rhel"}},
 		{"min over max", "backend \"a\" {\n  command = [\"/bin/true\"]\n  user = \"root\"\n  restart {\n    min_delay = \"1m\"\n    max_delay = \"1s\"\n  }\n}\n", "4", []string{"longer than"}},
+		{"bad metrics_listen", "metrics_listen = \"localhost\"\n", "1", []string{"HOST:PORT"}},
+		{"self not writable", "backend \"a\" {\n  command = [\"/bin/true\"]\n  user = \"nobody\"\n  handoff = \"self\"\n}\n", "4", []string{"cannot create files in socket_dir", "2770"}},
 		{"syntax error", "backend \"a\" {\n", "", []string{"test.hcl:"}},
 	}
 	for _, tc := range cases {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"os/exec"
 	"os/user"
 	"path/filepath"
@@ -112,6 +113,13 @@ func (v *validator) build(fc *fileConfig) *Config {
 			v.at("backlog", "backlog must be between 0 (the kernel's somaxconn) and 65535, not %d", c.Backlog)
 		}
 	}
+	if c.MetricsListen != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil || port == "" {
+			v.at("metrics_listen", "metrics_listen %q is not HOST:PORT; write it like \"127.0.0.1:9477\"", c.MetricsListen)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			v.at("metrics_listen", "metrics_listen %q has no valid port; use 1 to 65535", c.MetricsListen)
+		}
+	}
 	v.oneOf("log_level", c.LogLevel, "trace", "debug", "info", "warn", "error")
 	v.oneOf("log_format", c.LogFormat, "text", "json")
 
@@ -172,9 +180,28 @@ func (v *validator) build(fc *fileConfig) *Config {
 			}
 			seenMount[m] = b.Name
 		}
+		if b.Handoff == "self" && !canCreateIn(c, b) {
+			v.at(key+".handoff", "backend %q binds its own socket (handoff = \"self\") but user %q cannot create files in socket_dir (%s %s:%s); set socket_dir_mode = \"2770\" with the user in group %s, or use an inherited handoff", b.Name, b.User, c.SocketDirMode, c.SocketOwner, c.SocketGroup, c.SocketGroup)
+		}
 		c.Backends = append(c.Backends, b)
 	}
 	return c
+}
+
+// canCreateIn reports whether backend b's credentials may create a file in
+// socket_dir as it will be set up.
+func canCreateIn(c *Config, b *Backend) bool {
+	switch {
+	case b.UID == 0:
+		return true
+	case b.UID == c.SocketUID:
+		return c.SocketDirMode&0o300 == 0o300
+	}
+	inGroup := b.GID == c.SocketGID
+	for _, g := range b.Groups {
+		inGroup = inGroup || int(g) == c.SocketGID
+	}
+	return inGroup && c.SocketDirMode&0o030 == 0o030
 }
 
 func (v *validator) backend(c *Config, fb *fileBackend) *Backend {

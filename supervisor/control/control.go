@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,6 +22,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
 // Sentinel errors for clients and for Listen.
@@ -30,6 +31,9 @@ var (
 	ErrNotRunning     = errors.New("sockvisor is not running")
 	ErrNotAllowed     = errors.New("the control API is root-only")
 	ErrAlreadyRunning = errors.New("another sockvisor is already running")
+	// ErrRefused marks an answer in which the daemon declined the request
+	// (unknown backend, bad config); other client errors are transport ones.
+	ErrRefused = errors.New("refused")
 )
 
 // Response is the JSON body of every answer. Error is set when OK is false.
@@ -59,7 +63,7 @@ type Server struct {
 // touch a live one or anything that is not a socket.
 // metrics may be nil.
 func Listen(path string, h Handler, metrics http.Handler, log hclog.Logger) (*Server, error) {
-	if err := clearStale(path); err != nil {
+	if err := clearStale(path, log); err != nil {
 		return nil, err
 	}
 	old := unix.Umask(0o177)
@@ -95,44 +99,36 @@ func Listen(path string, h Handler, metrics http.Handler, log hclog.Logger) (*Se
 	return s, nil
 }
 
-func clearStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+func clearStale(path string, log hclog.Logger) error {
+	err := sockets.ClearStale(path, log)
+	if errors.Is(err, sockets.ErrInUse) {
+		return fmt.Errorf("%w: %w; stop it first (systemctl stop sockvisor) or set another control_socket", ErrAlreadyRunning, err)
 	}
 	if err != nil {
-		return fmt.Errorf("checking control socket %s: %w", path, err)
+		return fmt.Errorf("control_socket: %w", err)
 	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("control_socket %s exists and is not a socket; remove it or choose another control_socket", path)
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("%w: %s answers; stop it first (systemctl stop sockvisor)", ErrAlreadyRunning, path)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("probing control socket %s: %w", path, err)
-	}
-	return os.Remove(path)
+	return nil
 }
 
 type peerKey struct{}
 
-// Serve answers requests until ctx ends, then closes the listener and removes
-// the socket file. Requests run concurrently, so a slow restart does not block
-// status.
+// Serve returns only once no request is in flight, so the caller may tear
+// down what the handlers use.
 func (s *Server) Serve(ctx context.Context) {
 	s.ln.SetUnlinkOnClose(true)
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Restarts and reloads may take minutes; wait for them.
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		defer cancel()
 		s.srv.Shutdown(sctx)
 	}()
 	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.log.Error("control socket stopped", "error", err)
 	}
+	<-stopped
 }
 
 func (s *Server) rootOnly(next http.Handler) http.Handler {
@@ -273,7 +269,13 @@ func (c *Client) call(ctx context.Context, method, path string) (json.RawMessage
 		if resp.StatusCode == http.StatusForbidden {
 			return nil, fmt.Errorf("%w; run the command as root (sudo)", ErrNotAllowed)
 		}
-		return nil, errors.New(r.Error)
+		return nil, refusal{r.Error}
 	}
 	return r.Result, nil
 }
+
+// refusal is the daemon's own reason, shown as is; it matches ErrRefused.
+type refusal struct{ msg string }
+
+func (r refusal) Error() string        { return r.msg }
+func (r refusal) Is(target error) bool { return target == ErrRefused }

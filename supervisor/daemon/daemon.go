@@ -11,6 +11,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -49,8 +50,11 @@ type Daemon struct {
 	log    hclog.Logger
 	notify *notify.Notifier
 
-	// reloadMu serializes reloads, restarts and shutdown against each other.
+	// reloadMu serializes start, reloads, restarts and shutdown against
+	// each other.
 	reloadMu sync.Mutex
+	// closing is set by shutdown under reloadMu; later requests are refused.
+	closing bool
 
 	mu     sync.Mutex // guards the fields below
 	cfg    *config.Config
@@ -59,6 +63,7 @@ type Daemon struct {
 	apache *apache.Manager
 	// lastReloadErr is shown in status until a reload succeeds.
 	lastReloadErr string
+	phase         string
 
 	counts counters
 }
@@ -98,6 +103,7 @@ func New(opts Options) (*Daemon, error) {
 		cfg:    cfg,
 		socks:  map[string]*sockets.Listener{},
 		procs:  map[string]*proc{},
+		phase:  "starting",
 	}, nil
 }
 
@@ -118,43 +124,61 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := d.start(ctx); err != nil {
-		d.shutdown()
-		return err
-	}
-	defer d.shutdown()
-
+	cfg := d.Config()
+	// Bind the control socket first: a second sockvisor on the same config
+	// must fail here, before it touches sockets, backends or Apache.
 	metrics := d.metricsHandler()
-	ctl, err := control.Listen(d.cfg.ControlSocket, d, metrics, d.log.Named("control"))
+	ctl, err := control.Listen(cfg.ControlSocket, d, metrics, d.log.Named("control"))
 	if err != nil {
 		return err
 	}
 	ctlDone := make(chan struct{})
 	go func() { ctl.Serve(ctx); close(ctlDone) }()
+	// Shutdown order: stop serving control requests (waiting for those in
+	// flight), then stop backends and close sockets.
+	defer d.shutdown()
 	defer func() { cancel(); <-ctlDone }()
-	if d.cfg.MetricsListen != "" {
-		stop, err := d.serveMetrics(ctx, d.cfg.MetricsListen, metrics)
+
+	d.reloadMu.Lock()
+	err = d.start(ctx)
+	d.reloadMu.Unlock()
+	if err != nil {
+		return err
+	}
+	if cfg.MetricsListen != "" {
+		stop, err := d.serveMetrics(ctx, cfg.MetricsListen, metrics)
 		if err != nil {
 			return err
 		}
 		defer stop()
 	}
 
+	d.mu.Lock()
+	d.phase = "running"
+	d.mu.Unlock()
 	d.notify.Ready(d.summary())
-	d.log.Info("sockvisor ready", "backends", len(d.cfg.Backends), "sockets", len(d.socks))
+	d.log.Info("sockvisor ready", "backends", len(cfg.Backends), "sockets", len(cfg.AllSockets()))
 
-	var petEvery <-chan time.Time
+	// The watchdog is petted from its own goroutine so a long reload (a
+	// slow backend, a slow Apache) cannot starve it.
 	if iv := notify.WatchdogInterval(); iv > 0 {
-		t := time.NewTicker(iv)
-		defer t.Stop()
-		petEvery = t.C
+		go func() {
+			t := time.NewTicker(iv)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					d.notify.Watchdog()
+				}
+			}
+		}()
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-petEvery:
-			d.notify.Watchdog()
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
 				if err := d.Reload(ctx); err != nil {
@@ -173,7 +197,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 func (d *Daemon) start(ctx context.Context) error {
 	cfg := d.cfg
 	stored := storedSockets(d.log)
-	if err := d.provisionSockets(ctx, cfg, cfg.AllSockets(), stored, true); err != nil {
+	if err := d.provisionSockets(ctx, cfg, inherited(cfg), stored, true); err != nil {
 		return err
 	}
 	// Stored sockets the config no longer names: forget them.
@@ -260,10 +284,14 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 		if l == nil {
 			if l, err = sockets.Create(cfg, s, log); err != nil {
 				for _, c := range created {
+					d.notify.Forget(c.Spec().Name)
 					c.Remove()
 				}
 				return err
 			}
+			// A stale entry under this name (an unusable stored copy)
+			// must not come back at the next start.
+			d.notify.Forget(s.Name)
 			if err := d.notify.Store(s.Name, l.File()); err != nil {
 				log.Warn("could not hand the socket to systemd's fd store", "socket", s.Name, "error", err)
 			}
@@ -278,7 +306,19 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 	return nil
 }
 
-// listenersFor returns b's listeners, instance 0 first.
+// inherited lists the sockets sockvisor creates and holds: all but those of
+// handoff = "self" backends, which bind their own.
+func inherited(cfg *config.Config) []config.Socket {
+	var out []config.Socket
+	for _, b := range cfg.Backends {
+		if b.Handoff != "self" {
+			out = append(out, b.Sockets...)
+		}
+	}
+	return out
+}
+
+// listenersFor returns b's listeners, instance 0 first (nil for "self").
 func (d *Daemon) listenersFor(b *config.Backend) []*sockets.Listener {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -348,8 +388,10 @@ func (d *Daemon) stopProcs(ps []*proc) {
 func (d *Daemon) shutdown() {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	d.closing = true
 	d.notify.Stopping()
 	d.mu.Lock()
+	d.phase = "stopping"
 	var ps []*proc
 	for _, p := range d.procs {
 		ps = append(ps, p)
@@ -415,6 +457,11 @@ func (d *Daemon) summary() string {
 
 // Restart replaces one backend's process without dropping requests.
 func (d *Daemon) Restart(ctx context.Context, name string) error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if d.closing {
+		return errStopping
+	}
 	d.mu.Lock()
 	p, ok := d.procs[name]
 	var names []string
@@ -429,3 +476,5 @@ func (d *Daemon) Restart(ctx context.Context, name string) error {
 	d.log.Info("restarting backend", "backend", name)
 	return p.p.Restart(ctx)
 }
+
+var errStopping = errors.New("sockvisor is stopping; try again once it has restarted")

@@ -98,7 +98,9 @@ func newHarness(t *testing.T, backends string) *harness {
 	go func() { h.done <- d.Run(ctx) }()
 	t.Cleanup(h.stop)
 	h.client = control.NewClient(filepath.Join(dir, "ctl"))
-	h.waitStatus()
+	for st := h.waitStatus(); st.Phase != "running"; st = h.waitStatus() {
+		time.Sleep(100 * time.Millisecond)
+	}
 	return h
 }
 

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/procfs"
+
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
@@ -30,15 +32,17 @@ type leftover struct {
 	pid    int
 	start  uint64 // starttime from /proc/PID/stat, against PID reuse
 	leader bool   // a process group leader: a backend's main process
-	// backend is the configured backend whose socket it holds, or nil.
+	// backend is the configured backend whose socket it holds.
 	backend *config.Backend
 }
 
 // serviceCgroupProcs returns the cgroup.procs file of this process's systemd
-// service cgroup, or "" when sockvisor is not a systemd service (then it
-// shares its cgroup with unrelated processes and must never touch them).
+// service cgroup, or "" unless sockvisor is that service's main process.
+// INVOCATION_ID and the cgroup are inherited by anything a service starts
+// (a CI runner running the tests, say), so the main-process test matters:
+// only then is everything else in the cgroup sockvisor's own.
 func serviceCgroupProcs() string {
-	if os.Getenv("INVOCATION_ID") == "" {
+	if os.Getenv("INVOCATION_ID") == "" || os.Getenv("NOTIFY_SOCKET") == "" || os.Getppid() != 1 {
 		return ""
 	}
 	b, err := os.ReadFile("/proc/self/cgroup")
@@ -71,9 +75,9 @@ func serviceCgroupProcs() string {
 	return ""
 }
 
-// findLeftovers lists the processes in our service cgroup other than
-// ourselves, before we start any backend, mapping each to the backend whose
-// socket it holds.
+// findLeftovers lists the processes in our service cgroup, other than
+// ourselves, that hold one of our backend sockets; it runs before we start
+// any backend. Anything else in the cgroup is left alone.
 func findLeftovers(cfg *config.Config, listeners map[string]*sockets.Listener) []leftover {
 	procs := serviceCgroupProcs()
 	if procs == "" {
@@ -100,11 +104,13 @@ func findLeftovers(cfg *config.Config, listeners map[string]*sockets.Listener) [
 		if pid == self {
 			continue
 		}
-		start, pgid, ok := procStat(pid)
-		if !ok {
+		st, err := procfs.ReadStat(pid)
+		if err != nil {
 			continue
 		}
-		out = append(out, leftover{pid: pid, start: start, leader: pgid == pid, backend: socketOwner(pid, byInode)})
+		if b := socketOwner(pid, byInode); b != nil {
+			out = append(out, leftover{pid: pid, start: st.StartTime, leader: st.PGID == pid, backend: b})
+		}
 	}
 	return out
 }
@@ -123,27 +129,6 @@ func readPids(path string) ([]int, error) {
 		}
 	}
 	return pids, sc.Err()
-}
-
-// procStat reads the start time (field 22) and process group (field 5) of
-// /proc/PID/stat, after the parenthesised comm, which may contain spaces.
-func procStat(pid int) (start uint64, pgid int, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0, 0, false
-	}
-	start, err1 := strconv.ParseUint(f[19], 10, 64)
-	pgid, err2 := strconv.Atoi(f[2])
-	return start, pgid, err1 == nil && err2 == nil
 }
 
 // socketOwner returns the backend whose listening socket pid holds.
@@ -168,8 +153,8 @@ func socketOwner(pid int, byInode map[uint64]*config.Backend) *config.Backend {
 
 // alive reports whether the leftover is still the same process.
 func (l leftover) alive() bool {
-	start, _, ok := procStat(l.pid)
-	return ok && start == l.start
+	st, err := procfs.ReadStat(l.pid)
+	return err == nil && !st.Zombie() && st.StartTime == l.start
 }
 
 // retireLeftovers stops leftovers the way their backend is stopped: the
@@ -183,7 +168,7 @@ func (d *Daemon) retireLeftovers(ctx context.Context, ls []leftover) {
 	d.log.Info("stopping backends a previous sockvisor left running", "processes", len(ls))
 	var timeout time.Duration
 	for _, l := range ls {
-		if !l.leader || l.backend == nil || !l.alive() {
+		if !l.leader || !l.alive() {
 			continue
 		}
 		if l.backend.StopTimeout > timeout {
@@ -195,7 +180,7 @@ func (d *Daemon) retireLeftovers(ctx context.Context, ls []leftover) {
 		}
 	}
 	if timeout == 0 {
-		timeout = 10 * time.Second // none mapped to a backend: a fair grace period
+		timeout = 10 * time.Second // only workers whose master is gone
 	}
 	deadline := time.Now().Add(timeout)
 	var wg sync.WaitGroup

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
@@ -44,10 +45,11 @@ func TestLeftoversMappedAndRetired(t *testing.T) {
 
 	var ls []leftover
 	for _, c := range []*exec.Cmd{graceful, stubborn} {
-		start, pgid, ok := procStat(c.Process.Pid)
-		if !ok || pgid != c.Process.Pid {
-			t.Fatalf("procStat(%d) = %d %d %v", c.Process.Pid, start, pgid, ok)
+		st, err := procfs.ReadStat(c.Process.Pid)
+		if err != nil || st.PGID != c.Process.Pid {
+			t.Fatalf("ReadStat(%d) = %+v %v", c.Process.Pid, st, err)
 		}
+		start := st.StartTime
 		if got := socketOwner(c.Process.Pid, byInode); got != b {
 			t.Fatalf("socketOwner(%d) = %v, want backend app", c.Process.Pid, got)
 		}
@@ -82,8 +84,11 @@ func TestLeftoversMappedAndRetired(t *testing.T) {
 // Outside a systemd service, sockvisor shares its cgroup with strangers and
 // must never treat them as leftovers.
 func TestNoLeftoversOutsideAService(t *testing.T) {
-	t.Setenv("INVOCATION_ID", "")
+	// Even with a service's environment, a process that is not the unit's
+	// main process (our parent is go test, not PID 1) must not act.
+	t.Setenv("INVOCATION_ID", "0123456789abcdef")
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
 	if p := serviceCgroupProcs(); p != "" {
-		t.Fatalf("serviceCgroupProcs without INVOCATION_ID = %q", p)
+		t.Fatalf("serviceCgroupProcs as a non-main process = %q", p)
 	}
 }

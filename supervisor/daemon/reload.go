@@ -21,6 +21,12 @@ import (
 func (d *Daemon) Reload(ctx context.Context) error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
+	if d.closing {
+		return errStopping
+	}
+	// A client that gives up must not abort a reload halfway (e.g. between
+	// Apache's reload and its health check); the reload has its own bounds.
+	ctx = context.WithoutCancel(ctx)
 	d.notify.Reloading()
 	err := d.reloadLocked(ctx)
 	d.counts.configReloads.Add(1)
@@ -45,9 +51,6 @@ func (d *Daemon) reloadLocked(ctx context.Context) error {
 	if err := restartOnlyChanges(old, next); err != nil {
 		return err
 	}
-	if next.LogLevel != old.LogLevel {
-		d.log.SetLevel(hclog.LevelFromString(next.LogLevel))
-	}
 	plan := diff(old, next)
 	if plan.empty() {
 		d.log.Info("config reloaded: no backend changed")
@@ -55,9 +58,7 @@ func (d *Daemon) reloadLocked(ctx context.Context) error {
 		if err := d.applyApache(ctx, next); err != nil {
 			return err
 		}
-		d.mu.Lock()
-		d.cfg = next
-		d.mu.Unlock()
+		d.commitConfig(next)
 		return nil
 	}
 	d.log.Info("reloading config", "add", plan.added, "remove", plan.removed, "replace", plan.changed)
@@ -65,7 +66,7 @@ func (d *Daemon) reloadLocked(ctx context.Context) error {
 	// Provision: sockets the new config adds, then new processes.
 	var newSpecs []config.Socket
 	d.mu.Lock()
-	for _, s := range next.AllSockets() {
+	for _, s := range inherited(next) {
 		if _, ok := d.socks[s.Name]; !ok {
 			newSpecs = append(newSpecs, s)
 		}
@@ -81,9 +82,17 @@ func (d *Daemon) reloadLocked(ctx context.Context) error {
 	}
 	for _, name := range append(plan.added, plan.changed...) {
 		b := next.Backend(name)
-		if err := d.refreshModes(next, b); err != nil {
-			rollback()
-			return err
+		if ob := old.Backend(name); ob != nil && (ob.Handoff == "self" || b.Handoff == "self") {
+			// A self-binding backend cannot overlap with its successor on
+			// one path: stop the old one first (requests fail meanwhile,
+			// as documented for handoff = "self").
+			d.mu.Lock()
+			p := d.procs[name]
+			delete(d.procs, name)
+			d.mu.Unlock()
+			if p != nil {
+				d.stopProcs([]*proc{p})
+			}
 		}
 		fresh = append(fresh, d.startProc(b))
 	}
@@ -102,14 +111,21 @@ func (d *Daemon) reloadLocked(ctx context.Context) error {
 	d.mu.Lock()
 	var retire []*proc
 	for _, name := range append(plan.removed, plan.changed...) {
-		retire = append(retire, d.procs[name])
+		if p := d.procs[name]; p != nil {
+			retire = append(retire, p)
+		}
 		delete(d.procs, name)
 	}
 	for _, p := range fresh {
 		d.procs[p.cfg.Name] = p
 	}
-	d.cfg = next
 	d.mu.Unlock()
+	d.commitConfig(next)
+	for _, name := range plan.changed {
+		if err := d.refreshModes(next, next.Backend(name)); err != nil {
+			d.log.Warn("socket mode not updated", "backend", name, "error", err)
+		}
+	}
 	d.stopProcs(retire)
 
 	var gone []config.Socket
@@ -125,6 +141,17 @@ func (d *Daemon) reloadLocked(ctx context.Context) error {
 	d.removeSockets(gone)
 	d.log.Info("config reloaded", "backends", len(next.Backends))
 	return nil
+}
+
+// commitConfig makes next the config in force, with its log level.
+func (d *Daemon) commitConfig(next *config.Config) {
+	d.mu.Lock()
+	old := d.cfg
+	d.cfg = next
+	d.mu.Unlock()
+	if next.LogLevel != old.LogLevel {
+		d.log.SetLevel(hclog.LevelFromString(next.LogLevel))
+	}
 }
 
 // refreshModes applies a changed socket_mode to sockets that already exist.
@@ -204,6 +231,11 @@ func restartOnlyChanges(old, next *config.Config) error {
 	check("backlog", old.Backlog, next.Backlog)
 	check("metrics_listen", old.MetricsListen, next.MetricsListen)
 	check("log_format", old.LogFormat, next.LogFormat)
+	check("apache.flavor", old.Apache.Flavor, next.Apache.Flavor)
+	check("apache.config_file", old.Apache.ConfigFile, next.Apache.ConfigFile)
+	check("apache.unit", old.Apache.Unit, next.Apache.Unit)
+	check("apache.reload", old.Apache.Reload, next.Apache.Reload)
+	check("apache.apachectl", strings.Join(old.Apache.Apachectl, "\x00"), strings.Join(next.Apache.Apachectl, "\x00"))
 	if len(changed) > 0 {
 		return fmt.Errorf("config not reloaded: %s changed, which takes a restart; run `systemctl restart sockvisor` (sockets are kept in systemd's fd store, so no request is refused)", strings.Join(changed, ", "))
 	}

@@ -22,6 +22,9 @@ func defaultApache(cfg *config.Config, log hclog.Logger) (*apache.Manager, error
 
 // StatusReport is what `sockvisor status --json` prints.
 type StatusReport struct {
+	// Phase is "starting" until every backend was started and Apache
+	// configured, then "running", then "stopping".
+	Phase           string          `json:"phase"`
 	Backends        []BackendReport `json:"backends"`
 	LastReloadError string          `json:"last_reload_error,omitempty"`
 }
@@ -52,7 +55,7 @@ func (d *Daemon) report() *StatusReport {
 	for k, v := range d.socks {
 		socks[k] = v
 	}
-	r := &StatusReport{LastReloadError: d.lastReloadErr}
+	r := &StatusReport{Phase: d.phase, LastReloadError: d.lastReloadErr}
 	d.mu.Unlock()
 
 	sort.Slice(procs, func(i, j int) bool { return procs[i].cfg.Name < procs[j].cfg.Name })

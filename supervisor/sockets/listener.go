@@ -55,7 +55,7 @@ func Create(cfg *config.Config, spec config.Socket, log hclog.Logger) (*Listener
 	log = log.With("socket", spec.Path)
 	keep := keepPath(spec.Path)
 	for _, p := range []string{spec.Path, keep} {
-		if err := clearStale(p, log); err != nil {
+		if err := ClearStale(p, log); err != nil {
 			return nil, err
 		}
 	}
@@ -213,7 +213,7 @@ func (l *Listener) identify() error {
 			}
 		}
 		// Something else took the name: only a stale socket may be cleared.
-		if err := clearStale(p, l.log); err != nil {
+		if err := ClearStale(p, l.log); err != nil {
 			return err
 		}
 	}
@@ -398,9 +398,9 @@ func listening(path string) bool {
 	return ok && s.State == sockdiag.StateListen
 }
 
-// clearStale makes room at p: nothing there is fine, a stale socket is
+// ClearStale makes room at p: nothing there is fine, a stale socket is
 // removed, anything else is an error naming what holds the path.
-func clearStale(p string, log hclog.Logger) error {
+func ClearStale(p string, log hclog.Logger) error {
 	var st unix.Stat_t
 	err := unix.Lstat(p, &st)
 	if errors.Is(err, unix.ENOENT) {
