@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +27,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/shim"
 )
@@ -168,6 +170,7 @@ type Backend struct {
 	acct        shim.Account
 	runErr      error
 	newErr      error
+	outbox      []pendingReply
 }
 
 // instance is one socket and the processes serving it.
@@ -195,6 +198,7 @@ type instance struct {
 
 // op is one Restart or Reload call spanning every instance.
 type op struct {
+	b         *Backend
 	reply     chan error
 	remaining int
 	errs      []error
@@ -206,8 +210,27 @@ func (o *op) finish(err error) {
 	}
 	o.remaining--
 	if o.remaining == 0 {
-		o.reply <- errors.Join(o.errs...) // buffered, sent once
+		o.b.answer(o.reply, errors.Join(o.errs...))
 	}
+}
+
+// answer queues a reply; the owner sends it once the status it changed is
+// published, so a caller that sees Restart return sees the new pid.
+func (b *Backend) answer(reply chan error, err error) {
+	b.outbox = append(b.outbox, pendingReply{reply, err})
+}
+
+type pendingReply struct {
+	ch  chan error
+	err error
+}
+
+// flush sends the queued replies; each channel is buffered and used once.
+func (b *Backend) flush() {
+	for _, r := range b.outbox {
+		r.ch <- r.err
+	}
+	b.outbox = nil
 }
 
 type reqKind int
@@ -303,7 +326,7 @@ func New(b *config.Backend, socks []Socket, opts Options) *Backend {
 	for i, s := range b.Sockets {
 		in := &instance{idx: i, spec: s, path: s.Path, state: StateStopped}
 		if b.Handoff != "self" {
-			if i < len(socks) && socks[i] != nil {
+			if i < len(socks) && !isNil(socks[i]) {
 				in.sock = socks[i]
 				in.path = socks[i].Path()
 			} else if be.newErr == nil {
@@ -315,6 +338,16 @@ func New(b *config.Backend, socks []Socket, opts Options) *Backend {
 	be.acct = account(b.UID, b.User)
 	be.publish()
 	return be
+}
+
+// isNil also catches a nil pointer stored in the interface, such as a
+// (*sockets.Listener)(nil) for a socket that was never created.
+func isNil(s Socket) bool {
+	if s == nil {
+		return true
+	}
+	v := reflect.ValueOf(s)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 // account looks up the name and home of uid for HOME, USER and LOGNAME.
@@ -384,6 +417,7 @@ func (b *Backend) Run(ctx context.Context) error {
 			b.beginStop()
 		}
 		b.publish()
+		b.flush()
 	}
 
 	close(b.quit)
@@ -393,9 +427,10 @@ func (b *Backend) Run(ctx context.Context) error {
 	b.helpers.Wait()
 	b.waitOutput()
 	for _, r := range b.stopReplies {
-		r <- b.runErr
+		b.answer(r, b.runErr)
 	}
 	b.publish()
+	b.flush()
 	b.mu.Lock()
 	close(b.changed)
 	b.changed = make(chan struct{})
@@ -695,7 +730,8 @@ func (b *Backend) notified(pid int, vars map[string]string) {
 	}
 	if p == nil {
 		// A child of the main process (a wrapper's server) counts for its group.
-		if pg, _, ok := procStat(pid); ok {
+		if st, err := procfs.ReadStat(pid); err == nil {
+			pg := st.PGID
 			for q := range b.procs {
 				if q.pid == pg {
 					p = q
@@ -763,14 +799,18 @@ func (b *Backend) request(r request) {
 		return
 	}
 	if b.stopping {
-		r.reply <- fmt.Errorf("backend %q is stopping: %w", b.cfg.Name, ErrStopped)
+		b.answer(r.reply, fmt.Errorf("backend %q is stopping: %w", b.cfg.Name, ErrStopped))
 		return
 	}
 	if r.kind == reqReload && !b.cfg.ReloadReplace {
 		b.reloadSignal(r.reply)
 		return
 	}
-	o := &op{reply: r.reply, remaining: len(b.insts)}
+	o := &op{b: b, reply: r.reply, remaining: len(b.insts)}
+	if o.remaining == 0 {
+		b.answer(r.reply, nil)
+		return
+	}
 	for _, in := range b.insts {
 		in.ops = append(in.ops, o)
 		b.replace(in)
@@ -824,7 +864,7 @@ func (b *Backend) reloadSignal(reply chan error) {
 			}
 		}
 	}
-	reply <- errors.Join(errs...)
+	b.answer(reply, errors.Join(errs...))
 }
 
 // call sends a request and waits for its reply.

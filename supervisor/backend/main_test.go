@@ -56,6 +56,10 @@ func playRole(role string) int {
 			fmt.Fprintf(os.Stderr, "LISTEN_PID=%q is not my pid %d\n", pid, os.Getpid())
 			return 3
 		}
+		// Before net.FileListener makes it non-blocking again.
+		if fl, err := unix.FcntlInt(3, unix.F_GETFL, 0); err == nil {
+			fd3NonBlock = fl&unix.O_NONBLOCK != 0
+		}
 		l, err := net.FileListener(os.NewFile(3, "listener"))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -165,14 +169,17 @@ func serveHTTP(l net.Listener, onStop func()) {
 	}
 }
 
+// fd3NonBlock is whether fd 3 was non-blocking when the role started.
+var fd3NonBlock bool
+
 // whoami reports what the process got from the shim.
 func whoami(w http.ResponseWriter, r *http.Request) {
 	umask := unix.Umask(0)
 	unix.Umask(umask)
 	groups, _ := os.Getgroups()
-	fmt.Fprintf(w, "pid=%d listen_pid=%s listen_fds=%s fdnames=%s uid=%d gid=%d umask=%04o groups=%v notify=%t\n",
+	fmt.Fprintf(w, "pid=%d listen_pid=%s listen_fds=%s fdnames=%s uid=%d gid=%d umask=%04o groups=%v notify=%t nonblock=%t\n",
 		os.Getpid(), os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getenv("LISTEN_FDNAMES"),
-		os.Getuid(), os.Getgid(), umask, groups, os.Getenv("NOTIFY_SOCKET") != "")
+		os.Getuid(), os.Getgid(), umask, groups, os.Getenv("NOTIFY_SOCKET") != "", fd3NonBlock)
 }
 
 // testSocket is a minimal stand-in for sockets.Listener: a listening
@@ -487,12 +494,17 @@ type loadResult struct {
 	ok, failed atomic.Int64
 	mu         sync.Mutex
 	errs       map[string]int
+	first      time.Time // of the failures
+	last       time.Time
 }
 
 func (r *loadResult) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return fmt.Sprintf("%d ok, %d failed %v", r.ok.Load(), r.failed.Load(), r.errs)
+	if r.failed.Load() == 0 {
+		return fmt.Sprintf("%d ok, 0 failed", r.ok.Load())
+	}
+	return fmt.Sprintf("%d ok, %d failed over %v %v", r.ok.Load(), r.failed.Load(), r.last.Sub(r.first).Round(time.Millisecond), r.errs)
 }
 
 // runLoad drives clients concurrent requesters until stop is closed, at
@@ -518,7 +530,10 @@ func runLoad(clients int, do requester, stop <-chan struct{}) (*loadResult, func
 					r.failed.Add(1)
 					r.mu.Lock()
 					r.errs[err.Error()]++
-					fmt.Fprintf(os.Stderr, "%s LOADFAIL %v\n", time.Now().Format("15:04:05.000"), err)
+					if r.first.IsZero() {
+						r.first = time.Now()
+					}
+					r.last = time.Now()
 					r.mu.Unlock()
 				} else {
 					r.ok.Add(1)

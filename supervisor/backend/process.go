@@ -2,11 +2,9 @@ package backend
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,7 +14,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/supervisor/shim"
+	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
 // proc is one started process and its process group (pgid == pid). Only
@@ -58,7 +58,7 @@ func (b *Backend) startProcess(in *instance) (*proc, error) {
 		}
 	}
 	if b.cfg.Handoff == "self" {
-		if err := sweepStale(in.path); err != nil {
+		if err := sockets.ClearStale(in.path, b.log); err != nil {
 			return nil, err
 		}
 	}
@@ -111,20 +111,17 @@ func (b *Backend) startProcess(in *instance) (*proc, error) {
 		}
 	}
 	files := []*os.File{devnull, outW, errW}
+	if in.sock != nil && b.resetBlocking(in) {
+		if err := in.sock.SetBlocking(); err != nil {
+			outR.Close()
+			errR.Close()
+			return nil, fmt.Errorf("putting socket %s back in blocking mode: %w", in.path, err)
+		}
+	}
 	switch b.cfg.Handoff {
 	case "stdin":
-		if err := in.sock.SetBlocking(); err != nil {
-			outR.Close()
-			errR.Close()
-			return nil, fmt.Errorf("putting socket %s back in blocking mode: %w", in.path, err)
-		}
 		files[0] = in.sock.File()
 	case "listen-fds", "fpm":
-		if err := in.sock.SetBlocking(); err != nil {
-			outR.Close()
-			errR.Close()
-			return nil, fmt.Errorf("putting socket %s back in blocking mode: %w", in.path, err)
-		}
 		files = append(files, in.sock.File())
 		if cmd.listenEnv {
 			spec.ListenFDs = 1
@@ -153,6 +150,19 @@ func (b *Backend) startProcess(in *instance) (*proc, error) {
 	b.helpers.Add(1)
 	go b.reap(p)
 	return p, nil
+}
+
+// resetBlocking reports whether to clear O_NONBLOCK before a spawn. A
+// socket starts a backend in blocking mode, as systemd hands it over:
+// PHP-FPM workers and fd-0 FastCGI programs never set the mode and exit or
+// spin on EAGAIN. But the flag lives on the file description every process
+// of the instance shares, and a server that set it (gunicorn, uWSGI, Go)
+// and is still running would then block inside accept(2), deaf to its
+// graceful stop until a connection arrives (measured: a Go server's
+// Listener.Close hung until SIGKILL). So while such a process is alive, the
+// new one (which sets its own mode) gets the socket as it is.
+func (b *Backend) resetBlocking(in *instance) bool {
+	return b.cfg.Handoff == "fpm" || b.cfg.Handoff == "stdin" || !b.hasLive(in)
 }
 
 // withFDs calls f with the raw fds of files, holding each file's fd open
@@ -273,33 +283,11 @@ func groupMembers(pgid int) []int {
 		if err != nil {
 			continue
 		}
-		if pg, state, ok := procStat(pid); ok && pg == pgid && state != 'Z' && state != 'X' {
+		if st, err := procfs.ReadStat(pid); err == nil && st.PGID == pgid && !st.Zombie() {
 			out = append(out, pid)
 		}
 	}
 	return out
-}
-
-// procStat reads the process group and state of pid from /proc.
-func procStat(pid int) (pgid int, state byte, ok bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	// comm may hold spaces and parens; the fields resume after the last ')'.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 || i+2 >= len(data) {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(data[i+2:]))
-	if len(f) < 3 {
-		return 0, 0, false
-	}
-	pg, err := strconv.Atoi(f[2])
-	if err != nil {
-		return 0, 0, false
-	}
-	return pg, f[0][0], true
 }
 
 // signalGroup sends sig to every process of the group; a group that is
@@ -307,33 +295,6 @@ func procStat(pid int) (pgid int, state byte, ok bool) {
 func signalGroup(pgid int, sig syscall.Signal) error {
 	if err := syscall.Kill(-pgid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("sending %s to process group %d: %w", unix.SignalName(sig), pgid, err)
-	}
-	return nil
-}
-
-// sweepStale removes a dead socket left at path by a self-binding backend.
-// It never removes a live socket or a file that is not a socket.
-func sweepStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("checking %s: %w", path, err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket; sockvisor will not delete it; remove it or choose another socket name", path)
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("socket %s is in use by a process sockvisor did not start; stop that process or choose another socket name", path)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("checking whether %s is stale: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing stale socket %s: %w", path, err)
 	}
 	return nil
 }

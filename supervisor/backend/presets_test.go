@@ -1,0 +1,148 @@
+package backend
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sockvisor/sockvisor/supervisor/config"
+)
+
+func TestBuildCommand(t *testing.T) {
+	cases := []struct {
+		name      string
+		b         config.Backend
+		want      []string
+		env       map[string]string
+		listenEnv bool
+	}{
+		{
+			name:      "gunicorn listen-fds adds nothing",
+			b:         config.Backend{Preset: "gunicorn", Handoff: "listen-fds", Protocol: "http", Command: []string{"gunicorn", "app:app"}},
+			want:      []string{"gunicorn", "app:app"},
+			listenEnv: true,
+		},
+		{
+			name: "gunicorn self binds the path",
+			b:    config.Backend{Preset: "gunicorn", Handoff: "self", Protocol: "http", Command: []string{"gunicorn", "app:app"}},
+			want: []string{"gunicorn", "--bind", "unix:/run/sv/a.sock", "app:app"},
+			env:  map[string]string{"SOCKVISOR_SOCKET": "/run/sv/a.sock"},
+		},
+		{
+			name: "gunicorn self keeps the user's bind",
+			b:    config.Backend{Preset: "gunicorn", Handoff: "self", Protocol: "http", Command: []string{"gunicorn", "-b", "unix:/x", "app:app"}},
+			want: []string{"gunicorn", "-b", "unix:/x", "app:app"},
+			env:  map[string]string{"SOCKVISOR_SOCKET": "/run/sv/a.sock"},
+		},
+		{
+			name: "uwsgi http on fd 3, no LISTEN_FDS",
+			b:    config.Backend{Preset: "uwsgi", Handoff: "listen-fds", Protocol: "http", Command: []string{"uwsgi", "--module", "app"}},
+			want: []string{"uwsgi", "--plugin", "python3", "--master", "--die-on-term", "--hook-master-start", "unix_signal:15 gracefully_kill_them_all", "--http-socket", "fd://3", "--module", "app"},
+		},
+		{
+			name: "uwsgi keeps the user's plugin and master",
+			b:    config.Backend{Preset: "uwsgi", Handoff: "listen-fds", Protocol: "uwsgi", Command: []string{"uwsgi", "--plugins=python311", "--master", "--module", "app"}},
+			want: []string{"uwsgi", "--die-on-term", "--hook-master-start", "unix_signal:15 gracefully_kill_them_all", "--socket", "fd://3", "--plugins=python311", "--master", "--module", "app"},
+		},
+		{
+			name: "uwsgi fastcgi on stdin",
+			b:    config.Backend{Preset: "uwsgi", Handoff: "stdin", Protocol: "fcgi", Command: []string{"uwsgi", "-M", "--plugin", "python3"}},
+			want: []string{"uwsgi", "--die-on-term", "--hook-master-start", "unix_signal:15 gracefully_kill_them_all", "--fastcgi-socket", "fd://0", "-M", "--plugin", "python3"},
+		},
+		{
+			name: "php-fpm with its own config",
+			b:    config.Backend{Preset: "php-fpm", Handoff: "fpm", Protocol: "fcgi", UID: 33, Command: []string{"php-fpm8.2", "--fpm-config=/etc/x.conf"}},
+			want: []string{"php-fpm8.2", "-F", "--fpm-config=/etc/x.conf"},
+			env:  map[string]string{"FPM_SOCKETS": "/run/sv/a.sock=3"},
+		},
+		{
+			name: "generic listen-fds",
+			b:    config.Backend{Preset: "generic", Handoff: "listen-fds", Protocol: "http", Command: []string{"/srv/app"}},
+			want: []string{"/srv/app"}, listenEnv: true,
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cmd, err := buildCommand(&c.b, 0, "/run/sv/a.sock", "/run/st/app")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(cmd.argv, c.want) {
+				t.Errorf("argv %q\nwant %q", cmd.argv, c.want)
+			}
+			if c.env == nil {
+				c.env = map[string]string{}
+			}
+			if len(cmd.env) != len(c.env) {
+				t.Errorf("env %v; want %v", cmd.env, c.env)
+			}
+			for k, v := range c.env {
+				if cmd.env[k] != v {
+					t.Errorf("env %s=%q; want %q", k, cmd.env[k], v)
+				}
+			}
+			if cmd.listenEnv != c.listenEnv {
+				t.Errorf("listenEnv %t; want %t", cmd.listenEnv, c.listenEnv)
+			}
+		})
+	}
+}
+
+func TestFPMGeneratedConfig(t *testing.T) {
+	b := &config.Backend{Name: "php", Preset: "php-fpm", Handoff: "fpm", Protocol: "fcgi", UID: 0,
+		Command: []string{"php-fpm8.2"}, StopTimeout: 1500 * time.Millisecond,
+		Environment: map[string]string{"APP_ENV": "prod", "A": "x y"}}
+	cmd, err := buildCommand(b, 1, "/run/sv/php-1.sock", "/run/st/php")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"php-fpm8.2", "-F", "-R", "-y", "/run/st/php/php-fpm-1.conf"}
+	if !slices.Equal(cmd.argv, want) {
+		t.Fatalf("argv %q; want %q", cmd.argv, want)
+	}
+	alias := "/run/st/php/fpm-1.alias"
+	if cmd.env["FPM_SOCKETS"] != alias+"=3" {
+		t.Fatalf("FPM_SOCKETS=%q; want the alias on fd 3", cmd.env["FPM_SOCKETS"])
+	}
+	conf := cmd.files["php-fpm-1.conf"]
+	for _, line := range []string{"listen = " + alias, "process_control_timeout = 2s", "user = root", "env[A] = 'x y'", "env[APP_ENV] = 'prod'", "daemonize = no"} {
+		if !strings.Contains(conf, line+"\n") {
+			t.Errorf("config lacks %q:\n%s", line, conf)
+		}
+	}
+	if strings.Contains(conf, "/run/sv/") {
+		t.Errorf("config names the real socket path; PHP-FPM would unlink it:\n%s", conf)
+	}
+	b.Environment["BAD"] = "it's"
+	if _, err := buildCommand(b, 0, "/run/sv/php.sock", "/run/st/php"); err == nil || !strings.Contains(err.Error(), "BAD") {
+		t.Fatalf("quote in an environment value: %v; want an error naming it", err)
+	}
+}
+
+// Every preset config knows must have its flags here: one table.
+func TestEveryPresetHasFlags(t *testing.T) {
+	for name := range config.Presets {
+		if _, ok := servers[name]; !ok {
+			t.Errorf("preset %q has no entry in servers", name)
+		}
+	}
+}
+
+// A missing socket is a clear error from Run, never a panic.
+func TestMissingSocket(t *testing.T) {
+	b := &config.Backend{Name: "app", Preset: "generic", Handoff: "listen-fds", Protocol: "http",
+		Command: []string{"/bin/true"}, Sockets: []config.Socket{{Path: "/run/sv/app.sock"}}}
+	var typedNil *testSocket
+	for _, socks := range [][]Socket{nil, {typedNil}} {
+		be := New(b, socks, Options{Executable: "/bin/true"})
+		err := be.Run(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "has no listening socket for instance 0") {
+			t.Fatalf("Run with sockets %v: %v", socks, err)
+		}
+		if err := be.Stop(context.Background()); err != nil {
+			t.Fatalf("Stop after Run returned: %v", err)
+		}
+	}
+}
