@@ -3,7 +3,6 @@ package apache
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,41 +15,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
-
-func testLogger() hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: "test", Output: os.Stderr, Level: hclog.Debug})
-}
-
-// testDir returns a short directory Apache's www-data workers can search,
-// removed at cleanup.
-func testDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("%s: needs root", t.Name())
-	}
-}
-
-func needBinary(t *testing.T, path string) {
-	t.Helper()
-	if _, err := exec.LookPath(path); err != nil {
-		t.Skipf("%s: needs %s", t.Name(), path)
-	}
-}
 
 // proc is a backend the test started in its own process group.
 type proc struct {
@@ -74,28 +41,9 @@ func startProc(t *testing.T, logPath string, env []string, argv ...string) *proc
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
 	// Pdeathsig: a test binary killed before its cleanups leaves no backend.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", argv[0], err)
-	}
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-	})
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	testutil.StartGroup(t, cmd)
 	return &proc{cmd: cmd, log: logPath}
-}
-
-func waitSocket(t *testing.T, path string, p *proc) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s never accepted connections; backend log:\n%s", path, p.Log())
 }
 
 // The WSGI app every Python backend runs: it names itself and echoes what
@@ -118,28 +66,28 @@ func writeApp(t *testing.T, dir string) {
 // startGunicorn serves the app as name on a unix socket it binds itself.
 func startGunicorn(t *testing.T, dir, sock, name string) {
 	t.Helper()
-	needBinary(t, "gunicorn")
+	testutil.NeedBinary(t, "gunicorn")
 	writeApp(t, dir)
 	p := startProc(t, filepath.Join(dir, name+".log"), nil, "gunicorn",
 		"--chdir", dir, "--bind", "unix:"+sock, "--workers", "2", "-e", "APP_NAME="+name, "app:application")
-	waitSocket(t, sock, p)
+	testutil.WaitSocket(t, sock, 20*time.Second, p.Log)
 }
 
 func startUWSGI(t *testing.T, dir, sock, name string) {
 	t.Helper()
-	needBinary(t, "uwsgi")
+	testutil.NeedBinary(t, "uwsgi")
 	writeApp(t, dir)
 	p := startProc(t, filepath.Join(dir, name+".log"), nil, "uwsgi",
 		"--plugin", "python3", "--socket", sock, "--chmod-socket=666", "--chdir", dir,
 		"--wsgi-file", filepath.Join(dir, "app.py"), "--env", "APP_NAME="+name, "--die-on-term")
-	waitSocket(t, sock, p)
+	testutil.WaitSocket(t, sock, 20*time.Second, p.Log)
 }
 
 // startFPM runs PHP-FPM with one pool per socket and a document root
 // holding index.php, which echoes what PHP resolved. It returns the root.
 func startFPM(t *testing.T, dir string, socks ...string) string {
 	t.Helper()
-	needBinary(t, "php-fpm8.2")
+	testutil.NeedBinary(t, "php-fpm8.2")
 	root := filepath.Join(dir, "www")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
@@ -158,7 +106,7 @@ func startFPM(t *testing.T, dir string, socks ...string) string {
 	}
 	p := startProc(t, filepath.Join(dir, "fpm.out"), nil, "php-fpm8.2", "-F", "-y", cf)
 	for _, sock := range socks {
-		waitSocket(t, sock, p)
+		testutil.WaitSocket(t, sock, 20*time.Second, p.Log)
 	}
 	return root
 }
@@ -182,7 +130,7 @@ func loadHCL(t *testing.T, dir, body string) *config.Config {
 // under dir, as Debian's does, and returns a Layout pointing at it.
 func testApache(t *testing.T, dir string) (*apachetest.Instance, Layout) {
 	t.Helper()
-	needRoot(t)
+	testutil.NeedRoot(t)
 	for _, d := range []string{"conf-available", "conf-enabled"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -215,7 +163,7 @@ func (c *countingReloader) Reload(ctx context.Context) error {
 func newTestManager(t *testing.T, l Layout) (*Manager, *countingReloader) {
 	t.Helper()
 	r := &countingReloader{Reloader: &ApachectlReloader{Apachectl: l.Apachectl}}
-	m := NewManager(Options{Layout: l, Reloader: r, Logger: testLogger()})
+	m := NewManager(Options{Layout: l, Reloader: r, Logger: testutil.Logger("test", hclog.Debug)})
 	t.Cleanup(func() { m.Close() })
 	return m, r
 }

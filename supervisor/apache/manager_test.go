@@ -17,7 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
@@ -37,7 +40,7 @@ func TestConfigTestEveryScheme(t *testing.T) {
 // /php/ and uWSGI at /u/, all through one real Apache running only
 // sockvisor's generated config.
 func TestThreeBackends(t *testing.T) {
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	in, l := testApache(t, dir)
 	startGunicorn(t, dir, dir+"/app.sock", "app")
 	root := startFPM(t, dir, dir+"/php.sock", dir+"/pool.sock", dir+"/pool-1.sock")
@@ -95,7 +98,7 @@ backend "pool" {
 // sharing trap: with one host for every socket, all of these requests would
 // reach the first socket. It also shows preserve_host is per backend.
 func TestBackendsDoNotShareWorkers(t *testing.T) {
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	in, l := testApache(t, dir)
 	for _, n := range []string{"a", "b", "c"} {
 		startGunicorn(t, dir, dir+"/"+n+".sock", n)
@@ -131,7 +134,7 @@ backend "c" {
 }
 
 func TestBalancerSpreads(t *testing.T) {
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	in, l := testApache(t, dir)
 	startGunicorn(t, dir, dir+"/pool.sock", "pool0")
 	startGunicorn(t, dir, dir+"/pool-1.sock", "pool1")
@@ -161,7 +164,7 @@ backend "pool" {
 // backend is a minimal Go server on a unix socket that answers 101 and
 // echoes.
 func TestWebsocket(t *testing.T) {
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	in, l := testApache(t, dir)
 	for _, n := range []string{"ws", "plain"} {
 		ln, err := net.Listen("unix", dir+"/"+n+".sock")
@@ -249,7 +252,7 @@ func upgrade(t *testing.T, port int, path string) string {
 // TestApplyUnchanged: the same config again writes nothing and reloads
 // nothing; a missing enable link is put back.
 func TestApplyUnchanged(t *testing.T) {
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	in, l := testApache(t, dir)
 	startGunicorn(t, dir, dir+"/app.sock", "app")
 	cfg := loadHCL(t, dir, `
@@ -287,11 +290,11 @@ backend "app" {
 // TestMissingModule: a module the config needs is not loaded, so Apply
 // names the a2enmod command and writes nothing.
 func TestMissingModule(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	if !apachetest.Available() {
 		t.Skipf("%s: needs apache2", t.Name())
 	}
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	// An Apache config that is never started: only -M runs against it.
 	var conf strings.Builder
 	for _, mod := range apachetest.Modules {
@@ -342,7 +345,7 @@ backend "u" {
 // Apache's 95 bytes, which validation would normally stop) never reaches the
 // running Apache, the previous file comes back, and Apache keeps serving.
 func TestBrokenConfigRolledBack(t *testing.T) {
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	in, l := testApache(t, dir)
 	startGunicorn(t, dir, dir+"/app.sock", "app")
 	good := loadHCL(t, dir, `
@@ -400,7 +403,7 @@ backend "app" {
 // Apache's parent on graceful (an ErrorLog it cannot open) is caught by the
 // post-reload check, the previous file is restored and Apache started again.
 func TestReloadThatKillsApache(t *testing.T) {
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	in, l := testApache(t, dir)
 	startGunicorn(t, dir, dir+"/app.sock", "app")
 	cfg := loadHCL(t, dir, `
@@ -455,7 +458,7 @@ func stopDaemon(t *testing.T, pidFile string, original int) {
 // TestReloadsUnderLoad: 20 applies, each a graceful reload, while four
 // clients keep requesting through Apache; no request may fail.
 func TestReloadsUnderLoad(t *testing.T) {
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	in, l := testApache(t, dir)
 	startGunicorn(t, dir, dir+"/app.sock", "app")
 	cfgs := []*config.Config{}
@@ -572,7 +575,7 @@ func (c *fakeClock) fire(t *testing.T) {
 // TestScheduleCoalesces: three changes within one window cost one reload,
 // and the last one wins.
 func TestScheduleCoalesces(t *testing.T) {
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	in, l := testApache(t, dir)
 	startGunicorn(t, dir, dir+"/app.sock", "app")
 	var cfgs []*config.Config
@@ -588,7 +591,7 @@ backend "app" {
 	clock := &fakeClock{}
 	results := make(chan error, 10)
 	r := &countingReloader{Reloader: &ApachectlReloader{Apachectl: l.Apachectl}}
-	m := NewManager(Options{Layout: l, Reloader: r, Logger: testLogger(), Clock: clock, Window: time.Hour,
+	m := NewManager(Options{Layout: l, Reloader: r, Logger: testutil.Logger("test", hclog.Debug), Clock: clock, Window: time.Hour,
 		OnApply: func(changed bool, err error) { results <- err }})
 	t.Cleanup(func() { m.Close() })
 
@@ -630,12 +633,12 @@ backend "app" {
 // TestApplyRefusesNonRegular: sockvisor never replaces a symlink or other
 // non-regular file at its config path.
 func TestApplyRefusesNonRegular(t *testing.T) {
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	l := Layout{ConfigFile: dir + "/sockvisor.conf", Apachectl: []string{"/bin/false"}}
 	target := dir + "/elsewhere.conf"
 	os.WriteFile(target, []byte("keep"), 0o644)
 	os.Symlink(target, l.ConfigFile)
-	m := NewManager(Options{Layout: l, Logger: testLogger()})
+	m := NewManager(Options{Layout: l, Logger: testutil.Logger("test", hclog.Debug)})
 	defer m.Close()
 	cfg := &config.Config{}
 	if _, err := m.Apply(context.Background(), cfg); !errors.Is(err, ErrNotRegular) {
@@ -649,7 +652,7 @@ func TestApplyRefusesNonRegular(t *testing.T) {
 	os.MkdirAll(dir+"/conf-available", 0o755)
 	os.MkdirAll(dir+"/conf-enabled", 0o755)
 	os.WriteFile(l.EnableLink, []byte("someone else's"), 0o644)
-	m2 := NewManager(Options{Layout: l, Logger: testLogger()})
+	m2 := NewManager(Options{Layout: l, Logger: testutil.Logger("test", hclog.Debug)})
 	defer m2.Close()
 	if _, err := m2.Apply(context.Background(), cfg); !errors.Is(err, ErrLinkConflict) {
 		t.Fatalf("Apply with a foreign file at the link = %v, want ErrLinkConflict", err)
@@ -660,7 +663,7 @@ func TestApplyRefusesNonRegular(t *testing.T) {
 }
 
 func TestReadPid(t *testing.T) {
-	dir := testDir(t)
+	dir := testutil.ShortDir(t)
 	os.WriteFile(dir+"/p", []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	if pid, err := readPid(dir + "/p"); err != nil || pid != os.Getpid() || !alive(pid) {
 		t.Errorf("readPid = %d, %v", pid, err)
@@ -672,11 +675,7 @@ func TestReadPid(t *testing.T) {
 
 // A file sockvisor did not write is never replaced.
 func TestApplyRefusesForeignFile(t *testing.T) {
-	dir, err := os.MkdirTemp("", "svf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir := testutil.ShortDir(t)
 	path := filepath.Join(dir, "ssl.conf")
 	os.WriteFile(path, []byte("SSLEngine on\n"), 0o644)
 	m := NewManager(Options{Layout: Layout{Flavor: "rhel", ConfigFile: path}})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 func ctx(t *testing.T) context.Context {
@@ -52,15 +53,11 @@ func TestCommandErrorsCarryApacheMessage(t *testing.T) {
 	if !apachetest.Available() {
 		t.Skipf("%s: needs apache2", t.Name())
 	}
-	dir, err := os.MkdirTemp("", "sv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	dir := testutil.ShortDir(t)
 	conf := filepath.Join(dir, "bad.conf")
 	os.WriteFile(conf, []byte("LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\nNoSuchDirective on\n"), 0o644)
 	argv := []string{apachetest.Binary, "-d", dir, "-f", conf}
-	_, err = LoadedModules(ctx(t), argv)
+	_, err := LoadedModules(ctx(t), argv)
 	var ee *exec.ExitError
 	if err == nil || !strings.Contains(err.Error(), "NoSuchDirective") {
 		t.Fatalf("LoadedModules error = %v, want Apache's message", err)

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
@@ -101,10 +104,10 @@ environment = { SV_ROLE = "fcgi-stdin" }`, e.exe)
 // steady stream of requests loses none, and (where native) the reload
 // signal keeps the process.
 func TestPresets(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	for _, c := range presetCases {
 		t.Run(c.name, func(t *testing.T) {
-			needBinary(t, c.bins...)
+			testutil.NeedBinary(t, c.bins...)
 			e := newEnv(t)
 			cfg := e.parse(fmt.Sprintf("backend \"app\" {\n%s\nmount = \"\"\nstop_timeout = \"10s\"\n}\n", c.hcl(e)))
 			b := cfg.Backends[0]
@@ -185,8 +188,8 @@ func TestPresets(t *testing.T) {
 // TestKill9: requests sent while the backend is dead wait in the backlog of
 // the socket the supervisor keeps, and succeed once it is back.
 func TestKill9(t *testing.T) {
-	needRoot(t)
-	needBinary(t, gunicornBin)
+	testutil.NeedRoot(t)
+	testutil.NeedBinary(t, gunicornBin)
 	e := newEnv(t)
 	cfg := e.parse(fmt.Sprintf(`backend "app" {
 preset = "gunicorn"
@@ -326,7 +329,7 @@ stop_timeout = "1s"
 	if os.Geteuid() != 0 {
 		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
 	}
-	be := New(b, e.sockets(b), Options{Logger: testLogger("test"), Executable: e.exe, StateDir: e.state})
+	be := New(b, e.sockets(b), Options{Logger: testutil.Logger("test", hclog.Info), Executable: e.exe, StateDir: e.state})
 	runErr := make(chan error, 1)
 	go func() { runErr <- be.Run(context.Background()) }()
 	t.Cleanup(func() { be.Stop(context.Background()); <-runErr })
@@ -370,7 +373,7 @@ stop_timeout = "1s"
 // configured supplementary groups (no leading group 0), fd 3 in blocking
 // mode, and a private NOTIFY_SOCKET instead of sockvisor's own.
 func TestShimCredentials(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	e := newEnv(t)
 	cfg := e.parse(fmt.Sprintf(`backend "app" {
 command = [%q]
@@ -412,8 +415,8 @@ func fetch(t *testing.T, path, urlPath string) string {
 // loses a TERM that reaches a worker still booting (measured: killed only
 // after the 30s graceful timeout), and with one worker "ready" means booted.
 func TestSelfHandoff(t *testing.T) {
-	needRoot(t)
-	needBinary(t, gunicornBin)
+	testutil.NeedRoot(t)
+	testutil.NeedBinary(t, gunicornBin)
 	e := newEnv(t)
 	cfg := e.parse(fmt.Sprintf(`socket_dir_mode = "2770"
 backend "app" {
@@ -630,8 +633,8 @@ func TestMeasureRestart(t *testing.T) {
 	if os.Getenv("SV_MEASURE") == "" {
 		t.Skip("set SV_MEASURE=1 to measure")
 	}
-	needRoot(t)
-	needBinary(t, gunicornBin)
+	testutil.NeedRoot(t)
+	testutil.NeedBinary(t, gunicornBin)
 	for _, handoff := range []string{"listen-fds", "self"} {
 		t.Run(handoff, func(t *testing.T) {
 			e := newEnv(t)

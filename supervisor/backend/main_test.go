@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/probe"
 	"github.com/sockvisor/sockvisor/supervisor/shim"
@@ -31,9 +32,7 @@ import (
 // backends (SV_ROLE), so fd hand-off, LISTEN_PID and group kills are tested
 // without external programs.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == shim.Arg {
-		os.Exit(shim.Main(os.Args[2:]))
-	}
+	testutil.RunRole(shim.Arg, shim.Main)
 	if role := os.Getenv("SV_ROLE"); role != "" {
 		os.Exit(playRole(role))
 	}
@@ -257,22 +256,6 @@ func inode(t *testing.T, path string) uint64 {
 	return st.Ino
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("%s: needs root", t.Name())
-	}
-}
-
-func needBinary(t *testing.T, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := os.Stat(n); err != nil {
-			t.Skipf("%s: %s is not installed", t.Name(), n)
-		}
-	}
-}
-
 // env is one test's world: a short temp dir readable by www-data, a copy
 // of the test binary there (the shim and the role backends), the test
 // apps, and a state dir.
@@ -285,23 +268,14 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "sv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := testutil.ShortDir(t)
 	e := &env{t: t, dir: dir, exe: filepath.Join(dir, "sv.test"), state: filepath.Join(dir, "state")}
-	copyFile(t, selfExe(), e.exe, 0o755)
+	testutil.CopySelf(t, e.exe)
 	for _, f := range []string{"app.py", "hello.php"} {
 		copyFile(t, filepath.Join("testdata", f), filepath.Join(dir, f), 0o644)
 	}
 	return e
 }
-
-var selfExe = sync.OnceValue(func() string { p, _ := os.Executable(); return p })
 
 func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	t.Helper()
@@ -334,17 +308,13 @@ func (e *env) sockets(b *config.Backend) []Socket {
 	return out
 }
 
-func testLogger(name string) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: name, Output: os.Stderr, Level: hclog.Info})
-}
-
 // start runs b until the test ends; cleanup stops it and checks that no
 // process of any group it started survives and no goroutine leaks.
 func (e *env) start(b *config.Backend, socks []Socket, opts Options) *Backend {
 	e.t.Helper()
 	before := runtime.NumGoroutine()
 	if opts.Logger == nil {
-		opts.Logger = testLogger("test")
+		opts.Logger = testutil.Logger("test", hclog.Info)
 	}
 	if opts.Executable == "" {
 		opts.Executable = e.exe

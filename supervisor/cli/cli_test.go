@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // TestMain lets the test binary be sockvisor itself: with SV_CLI_MAIN set, or
@@ -28,18 +30,6 @@ func run(args ...string) (code int, stdout, stderr string) {
 	var o, e bytes.Buffer
 	code = Main(args, &o, &e)
 	return code, o.String(), e.String()
-}
-
-// shortDir returns a short temp dir; t.TempDir paths can exceed sun_path.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "svc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(d, 0o755)
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
 }
 
 func writeConfig(t *testing.T, dir, body string) string {
@@ -84,7 +74,7 @@ func TestUsageAndVersion(t *testing.T) {
 
 // The acceptance of issue [A]: check names the limit and the length.
 func TestCheckPathBudgets(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	pad := func(total int) string { return "/run/" + strings.Repeat("p", total-len("/run/")-len("/a.sock")) }
 	cases := []struct {
 		total int
@@ -121,10 +111,8 @@ func TestCheckPathBudgets(t *testing.T) {
 
 // The acceptance of issue [A]: a sweep removes only the stale socket.
 func TestSweep(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skipf("%s: needs root", t.Name())
-	}
-	dir := shortDir(t)
+	testutil.NeedRoot(t)
+	dir := testutil.ShortDir(t)
 	sdir := filepath.Join(dir, "s")
 	os.Mkdir(sdir, 0o750)
 	stale := filepath.Join(sdir, "stale.sock")
@@ -171,10 +159,8 @@ func TestSweep(t *testing.T) {
 // The acceptance of issue [A]: run creates socket_dir and the sockets as
 // configured and leaves the socket files after SIGTERM.
 func TestRunAndSIGTERM(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skipf("%s: needs root", t.Name())
-	}
-	dir := shortDir(t)
+	testutil.NeedRoot(t)
+	dir := testutil.ShortDir(t)
 	sdir := filepath.Join(dir, "s")
 	// A tiny backend on the inherited fd 3: python3 accepts and answers HTTP.
 	app := filepath.Join(dir, "app.py")

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // TestMain lets the test binary play a client running as another user.
@@ -47,27 +49,20 @@ func (f *fakeDaemon) Reload(context.Context) error { return errors.New("config b
 
 func serve(t *testing.T, h Handler) (string, context.CancelFunc) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "svc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	path := filepath.Join(dir, "ctl")
-	s, err := Listen(path, h, nil, hclog.New(&hclog.LoggerOptions{Output: os.Stderr}))
+	path := filepath.Join(testutil.ShortDir(t), "ctl")
+	s, err := Listen(path, h, nil, testutil.Logger("", hclog.Info))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; os.RemoveAll(dir) })
+	t.Cleanup(func() { cancel(); <-done })
 	return path, cancel
 }
 
 func TestRoundTrip(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skipf("%s: needs root", t.Name())
-	}
+	testutil.NeedRoot(t)
 	f := &fakeDaemon{}
 	path, _ := serve(t, f)
 	fi, _ := os.Stat(path)
@@ -98,9 +93,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestNotRunningAndStale(t *testing.T) {
-	dir, _ := os.MkdirTemp("", "svc")
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "ctl")
+	path := filepath.Join(testutil.ShortDir(t), "ctl")
 	if _, err := NewClient(path).Status(context.Background()); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Call without daemon = %v", err)
 	}
@@ -117,16 +110,10 @@ func TestNotRunningAndStale(t *testing.T) {
 // A non-root peer is refused by the file mode, and by SO_PEERCRED when the
 // mode is loosened.
 func TestNonRootRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skipf("%s: needs root", t.Name())
-	}
+	testutil.NeedRoot(t)
 	path, _ := serve(t, &fakeDaemon{})
 	// go test's build directory is 0700: give nobody a copy it can run.
-	bin := filepath.Join(filepath.Dir(path), "client")
-	self, _ := os.ReadFile(os.Args[0])
-	if err := os.WriteFile(bin, self, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin := testutil.CopySelf(t, filepath.Join(filepath.Dir(path), "client"))
 	asNobody := func() string {
 		cmd := exec.Command(bin)
 		cmd.Env = append(os.Environ(), "SV_CONTROL_CLIENT="+path)

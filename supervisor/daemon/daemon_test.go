@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/apache"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/control"
@@ -26,9 +27,7 @@ import (
 
 // TestMain lets the test binary serve as sockvisor's exec shim.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == shim.Arg {
-		os.Exit(shim.Main(os.Args[2:]))
-	}
+	testutil.RunRole(shim.Arg, shim.Main)
 	os.Exit(m.Run())
 }
 
@@ -62,23 +61,14 @@ backend %q {
 
 func newHarness(t *testing.T, backends string) *harness {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("%s: needs root", t.Name())
-	}
-	if _, err := os.Stat("/usr/bin/gunicorn"); err != nil {
-		t.Skipf("%s: needs gunicorn (apt-get install gunicorn)", t.Name())
-	}
-	dir, err := os.MkdirTemp("", "svd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	testutil.NeedRoot(t)
+	testutil.NeedBinary(t, "/usr/bin/gunicorn")
+	dir := testutil.ShortDir(t)
 	h := &harness{t: t, dir: dir, cfgPath: filepath.Join(dir, "sv.hcl")}
 	confFile := filepath.Join(dir, "sockvisor.conf")
 	h.apache = apachetest.Start(t, "IncludeOptional "+confFile+"\n")
 	h.write(backends)
-	log := hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Info, Name: "sockvisor"})
+	log := testutil.Logger("sockvisor", hclog.Info)
 	d, err := New(Options{
 		ConfigPath: h.cfgPath,
 		Log:        log,

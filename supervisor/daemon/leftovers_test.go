@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockvisor/sockvisor/internal/procfs"
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
@@ -32,11 +33,7 @@ func TestLeftoversMappedAndRetired(t *testing.T) {
 	start := func(script string) *exec.Cmd {
 		cmd := exec.Command("/bin/sh", "-c", script)
 		cmd.ExtraFiles = []*os.File{sock}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+		testutil.StartGroup(t, cmd)
 		return cmd
 	}
 	graceful := start("exec sleep 60")

@@ -14,12 +14,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
 func TestHealthySetupIsHealthy(t *testing.T) {
-	needTools(t, "/usr/bin/gunicorn", "/usr/sbin/php-fpm8.2", "/usr/bin/uwsgi")
-	dir := tempDir(t)
+	testutil.NeedBinary(t, "/usr/bin/gunicorn", "/usr/sbin/php-fpm8.2", "/usr/bin/uwsgi")
+	dir := testutil.ShortDir(t)
 	g, b1, b2 := dir+"/g.sock", dir+"/b1.sock", dir+"/b2.sock"
 	php, u := dir+"/php.sock", dir+"/u.sock"
 	gunicorn(t, dir, g, b1, b2)
@@ -83,8 +84,8 @@ ProxyPass "/pool/" "balancer://pool/"
 }
 
 func TestPermissionDeniedNamesComponentAndFix(t *testing.T) {
-	needTools(t, "/usr/bin/gunicorn")
-	dir := tempDir(t)
+	testutil.NeedBinary(t, "/usr/bin/gunicorn")
+	dir := testutil.ShortDir(t)
 	locked := dir + "/locked"
 	if err := os.Mkdir(locked, 0o700); err != nil {
 		t.Fatal(err)
@@ -170,7 +171,7 @@ func setACL(t *testing.T, dir string, uid uint32) {
 }
 
 func TestMissingSocketNamesOwner(t *testing.T) {
-	dir := tempDir(t)
+	dir := testutil.ShortDir(t)
 	app := dir + "/app.sock"
 	gone := dir + "/nodir/b.sock"
 	in := apachetest.Start(t, fmt.Sprintf(`ProxyPass "/a/" "unix:%s|http://app.invalid/"
@@ -201,7 +202,11 @@ ProxyPass "/b/" "unix:%s|http://b.invalid/"
 // PHP-FPM pool that should create the socket.
 func TestMissingFPMSocketNamesPool(t *testing.T) {
 	const conf, sock = "/etc/apache2/conf-available/php8.2-fpm.conf", "/run/php/php8.2-fpm.sock"
-	needTools(t, conf, "/etc/php/8.2/fpm/pool.d/www.conf")
+	for _, f := range []string{conf, "/etc/php/8.2/fpm/pool.d/www.conf"} {
+		if _, err := os.Stat(f); err != nil {
+			t.Skipf("%s: needs %s", t.Name(), f)
+		}
+	}
 	if _, err := os.Stat(sock); err == nil {
 		t.Skipf("%s: the system PHP-FPM is running", t.Name())
 	}
@@ -215,7 +220,7 @@ func TestMissingFPMSocketNamesPool(t *testing.T) {
 }
 
 func TestStaleSocketAndNonSocket(t *testing.T) {
-	dir := tempDir(t)
+	dir := testutil.ShortDir(t)
 	stale, plain := dir+"/stale.sock", dir+"/plain.sock"
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
 	if err != nil {
@@ -243,20 +248,10 @@ ProxyPass "/p/" "unix:%s|http://plain.invalid/"
 }
 
 func TestFullBacklog(t *testing.T) {
-	dir := tempDir(t)
+	dir := testutil.ShortDir(t)
 	sock := dir + "/full.sock"
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: sock}); err != nil {
-		t.Fatal(err)
-	}
+	testutil.ListenUnix(t, sock, 1)
 	os.Chmod(sock, 0o777)
-	if err := unix.Listen(fd, 1); err != nil {
-		t.Fatal(err)
-	}
 	// Never accept; fill the queue until the kernel says EAGAIN.
 	full := false
 	for i := 0; i < 64 && !full; i++ {
@@ -282,8 +277,8 @@ func TestFullBacklog(t *testing.T) {
 }
 
 func TestProtocolMismatch(t *testing.T) {
-	needTools(t, "/usr/sbin/php-fpm8.2")
-	dir := tempDir(t)
+	testutil.NeedBinary(t, "/usr/sbin/php-fpm8.2")
+	dir := testutil.ShortDir(t)
 	php, g := dir+"/php.sock", dir+"/g.sock"
 	phpFPM(t, dir, php)
 	httpServer(t, dir, g, "http ok")
@@ -312,7 +307,7 @@ ProxyPass "/g/" "unix:%s|fcgi://g.invalid/"
 }
 
 func TestSharedWorkerHost(t *testing.T) {
-	dir := tempDir(t)
+	dir := testutil.ShortDir(t)
 	a, b := dir+"/a.sock", dir+"/b.sock"
 	httpServer(t, dir, a, "served by A")
 	httpServer(t, dir, b, "served by B")
@@ -335,8 +330,8 @@ ProxyPass "/b/" "unix:%s|http://localhost/"
 }
 
 func TestSetHandlerWithoutFcgiLeaksSource(t *testing.T) {
-	needTools(t, "/usr/sbin/php-fpm8.2")
-	dir := tempDir(t)
+	testutil.NeedBinary(t, "/usr/sbin/php-fpm8.2")
+	dir := testutil.ShortDir(t)
 	php := dir + "/php.sock"
 	phpFPM(t, dir, php)
 	in := apachetest.Start(t, fmt.Sprintf(`<FilesMatch "\.php$">
@@ -356,7 +351,7 @@ func TestSetHandlerWithoutFcgiLeaksSource(t *testing.T) {
 }
 
 func TestPathTooLong(t *testing.T) {
-	dir := tempDir(t)
+	dir := testutil.ShortDir(t)
 	long := dir + "/" + strings.Repeat("p", 110) + ".sock" // > 108
 	if err := os.WriteFile(filepath.Join(dir, "x.php"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -394,8 +389,8 @@ func TestPathTooLong(t *testing.T) {
 }
 
 func TestPrivateTmpHidesSocket(t *testing.T) {
-	needTools(t, "/usr/bin/gunicorn", "/usr/bin/unshare")
-	dir := tempDir(t) // under /tmp, which the private Apache cannot see
+	testutil.NeedBinary(t, "/usr/bin/gunicorn", "/usr/bin/unshare")
+	dir := testutil.ShortDir(t) // under /tmp, which the private Apache cannot see
 	sock := dir + "/app.sock"
 	gunicorn(t, dir, sock)
 	in := apachetest.Start(t, fmt.Sprintf("ProxyPass \"/a/\" \"unix:%s|http://app.invalid/\"\n", sock), apachetest.PrivateTmp())

@@ -4,33 +4,18 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
-
-// tempDir is a short directory Apache's www-data workers may search.
-func tempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
 
 // startProc starts a backend in its own process group; cleanup kills the
 // group and waits.
@@ -39,35 +24,8 @@ func startProc(t *testing.T, dir string, argv ...string) *exec.Cmd {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", argv[0], err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Errorf("%s (pid %d) did not exit", argv[0], cmd.Process.Pid)
-		}
-	})
+	testutil.StartGroup(t, cmd)
 	return cmd
-}
-
-// waitSocket waits until something accepts connections on path.
-func waitSocket(t *testing.T, path string) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("nothing listens on %s", path)
 }
 
 const wsgiApp = `def app(environ, start_response):
@@ -87,7 +45,7 @@ func gunicorn(t *testing.T, dir string, socks ...string) {
 	}
 	startProc(t, dir, append(argv, "app:app")...)
 	for _, s := range socks {
-		waitSocket(t, s)
+		testutil.WaitSocket(t, s, 15*time.Second)
 	}
 }
 
@@ -99,7 +57,7 @@ func uwsgi(t *testing.T, dir, sock string) {
 	}
 	startProc(t, dir, "/usr/bin/uwsgi", "--plugin", "python3", "--socket", sock, "--chmod-socket=666",
 		"--wsgi-file", filepath.Join(dir, "app.py"), "--callable", "app", "--die-on-term", "--disable-logging")
-	waitSocket(t, sock)
+	testutil.WaitSocket(t, sock, 15*time.Second)
 }
 
 // phpFPM runs a PHP-FPM pool on sock, owned by www-data with mode 0660.
@@ -124,7 +82,7 @@ pm.max_children = 2
 		t.Fatal(err)
 	}
 	startProc(t, dir, "/usr/sbin/php-fpm8.2", "-F", "-y", conf)
-	waitSocket(t, sock)
+	testutil.WaitSocket(t, sock, 15*time.Second)
 }
 
 // httpServer is a tiny HTTP server on a unix socket answering body, so
@@ -158,16 +116,7 @@ socketserver.ThreadingUnixStreamServer(sys.argv[1], H).serve_forever()
 		t.Fatal(err)
 	}
 	startProc(t, dir, "python3", f, sock, body)
-	waitSocket(t, sock)
-}
-
-func needTools(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := os.Stat(tool); err != nil {
-			t.Skipf("%s: needs %s", t.Name(), tool)
-		}
-	}
+	testutil.WaitSocket(t, sock, 15*time.Second)
 }
 
 // diagnose runs the doctor against a private Apache and logs its text report.
@@ -176,7 +125,7 @@ func diagnose(t *testing.T, in *apachetest.Instance, opts Options) *Report {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	opts.Apachectl = in.Command()
-	opts.Log = hclog.New(&hclog.LoggerOptions{Output: os.Stderr, Level: hclog.Debug})
+	opts.Log = testutil.Logger("", hclog.Debug)
 	r, err := Run(ctx, opts)
 	if err != nil {
 		t.Fatalf("doctor could not run: %v", err)

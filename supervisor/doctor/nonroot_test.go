@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
 )
 
@@ -44,8 +44,8 @@ func runAsChild(apachectl []string) int {
 }
 
 func TestWithoutRootSaysWhatItCouldNotCheck(t *testing.T) {
-	needTools(t, "/usr/bin/gunicorn")
-	dir := tempDir(t)
+	testutil.NeedBinary(t, "/usr/bin/gunicorn")
+	dir := testutil.ShortDir(t)
 	locked := dir + "/locked"
 	if err := os.Mkdir(locked, 0o700); err != nil {
 		t.Fatal(err)
@@ -57,8 +57,7 @@ ProxyPass "/b/" "unix:%s|http://b.invalid/"
 `, a, b))
 
 	// The go test binary sits in a root-only build directory: copy it.
-	exe := filepath.Join(dir, "doctor.test")
-	copyFile(t, os.Args[0], exe)
+	exe := testutil.CopySelf(t, filepath.Join(dir, "doctor.test"))
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), roleEnv+"="+strings.Join(in.Command(), "\t"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
@@ -90,31 +89,10 @@ ProxyPass "/b/" "unix:%s|http://b.invalid/"
 	}
 }
 
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	src, err := os.Open(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestSystemApache runs the doctor as the CLI does by default, against the
 // distribution's own Apache config, which it must read without error.
 func TestSystemApache(t *testing.T) {
-	if _, err := exec.LookPath("apache2ctl"); err != nil {
-		t.Skipf("%s: needs Debian's apache2ctl", t.Name())
-	}
+	testutil.NeedBinary(t, "apache2ctl")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	r, err := Run(ctx, Options{})
@@ -136,7 +114,7 @@ func TestRunWithoutConfigIsExitTwo(t *testing.T) {
 	if !apachetest.Available() {
 		t.Skipf("%s: needs apache2", t.Name())
 	}
-	dir := tempDir(t)
+	dir := testutil.ShortDir(t)
 	_, err := Run(context.Background(), Options{Apachectl: []string{apachetest.Binary, "-d", dir, "-f", dir + "/none.conf"}})
 	if !errors.Is(err, ErrNoApache) || !errors.Is(err, apacheconf.ErrMainConfig) || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Run = %v, want ErrNoApache wrapping the missing file", err)

@@ -9,16 +9,13 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // listen plays systemd: a datagram socket that receives notifications.
 func listen(t *testing.T) (*net.UnixConn, string) {
-	dir, err := os.MkdirTemp("", "svn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	path := filepath.Join(dir, "notify")
+	path := filepath.Join(testutil.ShortDir(t), "notify")
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // TestMain doubles as a helper child: with SV_PROBE_ROLE=dial it probes
@@ -32,20 +34,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func tempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	// Workers run as www-data and must reach the socket.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 func testdata(t *testing.T, name string) string {
 	t.Helper()
 	p, err := filepath.Abs(filepath.Join("testdata", name))
@@ -55,50 +43,18 @@ func testdata(t *testing.T, name string) string {
 	return p
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("%s: needs root", t.Name())
-	}
-}
-
-func needBinary(t *testing.T, name string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Skipf("%s: %s is not installed", t.Name(), name)
-	}
-}
-
 // startServer runs argv in its own process group, killed in cleanup, and
 // waits until path accepts connections.
 func startServer(t *testing.T, path string, argv ...string) {
 	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("unix", path)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never accepted on %s: %v", argv[0], path, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.StartGroup(t, cmd)
+	testutil.WaitSocket(t, path, 20*time.Second)
 }
 
 func startGunicorn(t *testing.T, dir string) string {
-	needBinary(t, "gunicorn")
+	testutil.NeedBinary(t, "gunicorn")
 	path := filepath.Join(dir, "g.sock")
 	startServer(t, path, "gunicorn", "--bind", "unix:"+path, "--workers", "1",
 		"--chdir", testdata(t, ""), "app:app")
@@ -106,7 +62,7 @@ func startGunicorn(t *testing.T, dir string) string {
 }
 
 func startUWSGI(t *testing.T, dir, flag string) string {
-	needBinary(t, "uwsgi")
+	testutil.NeedBinary(t, "uwsgi")
 	path := filepath.Join(dir, "u.sock")
 	startServer(t, path, "uwsgi", "--plugin", "python3", flag, path, "--master",
 		"--processes", "1", "--wsgi-file", testdata(t, "app.py"), "--need-app")
@@ -114,8 +70,8 @@ func startUWSGI(t *testing.T, dir, flag string) string {
 }
 
 func startFPM(t *testing.T, dir string) string {
-	needRoot(t)
-	needBinary(t, "php-fpm8.2")
+	testutil.NeedRoot(t)
+	testutil.NeedBinary(t, "php-fpm8.2")
 	path := filepath.Join(dir, "f.sock")
 	conf := filepath.Join(dir, "fpm.conf")
 	src := fmt.Sprintf(`[global]
@@ -142,7 +98,7 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 }
 
 func TestHTTPGunicorn(t *testing.T) {
-	path := startGunicorn(t, tempDir(t))
+	path := startGunicorn(t, testutil.ShortDir(t))
 	code, err := HTTP(ctxTimeout(t, 5*time.Second), path, "/healthz?x=1")
 	if err != nil || code != 200 {
 		t.Fatalf("HTTP / = %d, %v; want 200, nil", code, err)
@@ -158,14 +114,14 @@ func TestHTTPGunicorn(t *testing.T) {
 }
 
 func TestHTTPUWSGIHTTPSocket(t *testing.T) {
-	path := startUWSGI(t, tempDir(t), "--http-socket")
+	path := startUWSGI(t, testutil.ShortDir(t), "--http-socket")
 	if code, err := HTTP(ctxTimeout(t, 5*time.Second), path, "/"); err != nil || code != 200 {
 		t.Fatalf("HTTP = %d, %v; want 200", code, err)
 	}
 }
 
 func TestUWSGI(t *testing.T) {
-	path := startUWSGI(t, tempDir(t), "--socket")
+	path := startUWSGI(t, testutil.ShortDir(t), "--socket")
 	if code, err := UWSGI(ctxTimeout(t, 5*time.Second), path, "/ready?a=b"); err != nil || code != 200 {
 		t.Fatalf("UWSGI = %d, %v; want 200", code, err)
 	}
@@ -180,7 +136,7 @@ func TestUWSGI(t *testing.T) {
 }
 
 func TestFastCGIPHPFPM(t *testing.T) {
-	path := startFPM(t, tempDir(t))
+	path := startFPM(t, testutil.ShortDir(t))
 	vals, err := FastCGI(ctxTimeout(t, 5*time.Second), path)
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +149,7 @@ func TestFastCGIPHPFPM(t *testing.T) {
 // uWSGI's FastCGI parser ignores management records, so its readiness needs
 // a real request.
 func TestFastCGIRequestUWSGI(t *testing.T) {
-	path := startUWSGI(t, tempDir(t), "--fastcgi-socket")
+	path := startUWSGI(t, testutil.ShortDir(t), "--fastcgi-socket")
 	if _, err := FastCGI(ctxTimeout(t, 500*time.Millisecond), path); err == nil {
 		t.Fatal("uWSGI answered FCGI_GET_VALUES; the preset could use it")
 	}
@@ -208,7 +164,7 @@ func TestFastCGIRequestUWSGI(t *testing.T) {
 }
 
 func TestFastCGIRequestPHPFPM(t *testing.T) {
-	path := startFPM(t, tempDir(t))
+	path := startFPM(t, testutil.ShortDir(t))
 	script := testdata(t, "hello.php")
 	code, body, err := FastCGIRequest(ctxTimeout(t, 5*time.Second), path, "/hello.php", map[string]string{"SCRIPT_FILENAME": script})
 	if err != nil || code != 200 || !strings.HasPrefix(string(body), "hello from php") {
@@ -221,7 +177,7 @@ func TestFastCGIRequestPHPFPM(t *testing.T) {
 }
 
 func TestFastCGIRejectsHTTP(t *testing.T) {
-	path := startGunicorn(t, tempDir(t))
+	path := startGunicorn(t, testutil.ShortDir(t))
 	// gunicorn answers nothing to a bare GET_VALUES; the deadline ends it.
 	_, err := FastCGI(ctxTimeout(t, 700*time.Millisecond), path)
 	if err == nil {
@@ -244,9 +200,9 @@ func TestDetect(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			path := c.start(t, tempDir(t))
+			path := c.start(t, testutil.ShortDir(t))
 			start := time.Now()
-			kind, ev, err := Detect(ctxTimeout(t, time.Second), path)
+			kind, ev, err := Detect(ctxTimeout(t, 5*time.Second), path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -284,7 +240,7 @@ func startSilent(t *testing.T, dir string) string {
 }
 
 func TestDialErrno(t *testing.T) {
-	dir := tempDir(t)
+	dir := testutil.ShortDir(t)
 	ctx := ctxTimeout(t, 5*time.Second)
 
 	if _, err := HTTP(ctx, filepath.Join(dir, "missing.sock"), "/"); !errors.Is(err, syscall.ENOENT) {
@@ -293,31 +249,14 @@ func TestDialErrno(t *testing.T) {
 
 	// A bound socket nobody listens on is what a crashed server leaves.
 	stale := filepath.Join(dir, "stale.sock")
-	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: stale}); err != nil {
-		t.Fatal(err)
-	}
+	testutil.ListenUnix(t, stale, -1)
 	if _, err := FastCGI(ctx, stale); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("stale socket: %v; want ECONNREFUSED", err)
 	}
 
 	// A full backlog on a socket nobody accepts from.
 	full := filepath.Join(dir, "full.sock")
-	lfd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(lfd)
-	if err := syscall.Bind(lfd, &syscall.SockaddrUnix{Name: full}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(lfd, 0); err != nil {
-		t.Fatal(err)
-	}
+	testutil.ListenUnix(t, full, 0)
 	var filled []net.Conn
 	defer func() {
 		for _, c := range filled {
@@ -338,8 +277,8 @@ func TestDialErrno(t *testing.T) {
 
 // TestDialEACCES probes a root-only socket as nobody from a child process.
 func TestDialEACCES(t *testing.T) {
-	needRoot(t)
-	dir := tempDir(t)
+	testutil.NeedRoot(t)
+	dir := testutil.ShortDir(t)
 	path := filepath.Join(dir, "private.sock")
 	l, err := net.Listen("unix", path)
 	if err != nil {
@@ -349,7 +288,7 @@ func TestDialEACCES(t *testing.T) {
 	if err := os.Chmod(path, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	exe := copySelf(t, dir)
+	exe := testutil.CopySelf(t, filepath.Join(dir, "probe.test"))
 	cmd := exec.Command(exe)
 	cmd.Env = []string{"SV_PROBE_ROLE=dial", "SV_PROBE_PATH=" + path}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
@@ -360,24 +299,6 @@ func TestDialEACCES(t *testing.T) {
 	if got := strings.TrimSpace(string(out)); got != "EACCES" {
 		t.Fatalf("child got %q; want EACCES", got)
 	}
-}
-
-// copySelf copies the test binary where an unprivileged user can run it.
-func copySelf(t *testing.T, dir string) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, "probe.test")
-	if err := os.WriteFile(dst, src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dst
 }
 
 func TestUWSGIPacket(t *testing.T) {
@@ -410,7 +331,7 @@ func TestParseNameValues(t *testing.T) {
 // TestCancel: cancelling the context interrupts a probe of a silent
 // backend at once, and without a deadline DefaultTimeout still ends it.
 func TestCancel(t *testing.T) {
-	path := startSilent(t, tempDir(t))
+	path := startSilent(t, testutil.ShortDir(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
 	start := time.Now()

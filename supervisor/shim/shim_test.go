@@ -16,15 +16,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // TestMain plays two roles for re-executed copies of the test binary: the
 // shim itself (argv[1] == "exec-shim") and the backend it execs
 // (SV_SHIM_ROLE=report), which prints what it received as JSON.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == Arg {
-		os.Exit(Main(os.Args[2:]))
-	}
+	testutil.RunRole(Arg, Main)
 	if os.Getenv("SV_SHIM_ROLE") == "report" {
 		report()
 		os.Exit(0)
@@ -88,55 +88,6 @@ func report() {
 	json.NewEncoder(os.Stdout).Encode(r)
 }
 
-func tempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
-// copySelf copies the test binary where an unprivileged user can run it.
-func copySelf(t *testing.T, dir string) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, "shim.test")
-	if err := os.WriteFile(dst, src, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
-// listenUnix returns a listening socket fd at path, left non-blocking to
-// show the shim does not need it blocking.
-func listenUnix(t *testing.T, path string) int {
-	t.Helper()
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Listen(fd, 16); err != nil {
-		t.Fatal(err)
-	}
-	return fd
-}
-
 type result struct {
 	pid    int
 	code   int
@@ -190,21 +141,14 @@ func start(t *testing.T, argv, env []string, extra ...int) result {
 	return result{pid: pid, code: ws.ExitStatus(), stdout: <-outc, stderr: string(errb)}
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("%s: needs root", t.Name())
-	}
-}
-
 // TestShimAsRoot starts the shim as root the way the supervisor does and
 // checks everything the backend receives.
 func TestShimAsRoot(t *testing.T) {
-	needRoot(t)
-	dir := tempDir(t)
-	exe := copySelf(t, dir)
+	testutil.NeedRoot(t)
+	dir := testutil.ShortDir(t)
+	exe := testutil.CopySelf(t, filepath.Join(dir, "shim.test"))
 	sock := filepath.Join(dir, "app.sock")
-	lfd := listenUnix(t, sock)
+	lfd := testutil.ListenUnix(t, sock, 16)
 	work := filepath.Join(dir, "work")
 	if err := os.Mkdir(work, 0o755); err != nil {
 		t.Fatal(err)
@@ -270,8 +214,8 @@ func TestShimAsRoot(t *testing.T) {
 // TestShimNoListenFDs: a backend that takes no LISTEN_* gets none, even if
 // some were inherited.
 func TestShimNoListenFDs(t *testing.T) {
-	dir := tempDir(t)
-	exe := copySelf(t, dir)
+	dir := testutil.ShortDir(t)
+	exe := testutil.CopySelf(t, filepath.Join(dir, "shim.test"))
 	env := []string{"SV_SHIM_ROLE=report", "LISTEN_PID=1", "LISTEN_FDS=2"}
 	spec := Spec{Path: exe, Args: []string{exe}, SetUmask: true, Umask: 0o077}
 	res := start(t, spec.Argv(exe), env)
@@ -295,7 +239,7 @@ func TestShimNoListenFDs(t *testing.T) {
 func TestShimResetsSignals(t *testing.T) {
 	signal.Ignore(syscall.SIGPIPE, syscall.SIGHUP)
 	defer signal.Reset(syscall.SIGPIPE, syscall.SIGHUP)
-	exe := copySelf(t, tempDir(t))
+	exe := testutil.CopySelf(t, filepath.Join(testutil.ShortDir(t), "shim.test"))
 	spec := Spec{Path: "grep", Args: []string{"grep", "^SigIgn:", "/proc/self/status"}}
 	res := start(t, spec.Argv(exe), []string{"PATH=/usr/bin:/bin"})
 	if res.code != 0 {
@@ -314,7 +258,7 @@ func TestShimResetsSignals(t *testing.T) {
 }
 
 func TestShimFailures(t *testing.T) {
-	exe := copySelf(t, tempDir(t))
+	exe := testutil.CopySelf(t, filepath.Join(testutil.ShortDir(t), "shim.test"))
 	cases := []struct {
 		name string
 		argv []string

@@ -2,7 +2,6 @@ package sockdiag
 
 import (
 	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -10,39 +9,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
-
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-// listen binds a raw stream socket at path with the given backlog.
-func listen(t *testing.T, path string, backlog int) int {
-	t.Helper()
-	if len(path) > 107 {
-		t.Fatalf("socket path %s is too long", path)
-	}
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		t.Fatal(err)
-	}
-	if backlog >= 0 {
-		if err := unix.Listen(fd, backlog); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return fd
-}
 
 func dial(t *testing.T, path string) {
 	t.Helper()
@@ -57,10 +26,10 @@ func dial(t *testing.T, path string) {
 }
 
 func TestListeningQueueAndBacklog(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	path := filepath.Join(dir, "q.sock")
 	const backlog, pending = 7, 3
-	fd := listen(t, path, backlog)
+	fd := testutil.ListenUnix(t, path, backlog)
 	for range pending {
 		dial(t, path)
 	}
@@ -125,9 +94,9 @@ func TestListeningQueueAndBacklog(t *testing.T) {
 }
 
 func TestBoundIncludesNonListening(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t)
 	path := filepath.Join(dir, "b.sock")
-	listen(t, path, -1) // bound, never listening
+	testutil.ListenUnix(t, path, -1) // bound, never listening
 	var lst unix.Stat_t
 	if err := unix.Lstat(path, &lst); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 const (
@@ -27,8 +29,8 @@ func wantDir(t *testing.T, path string, uid, gid, mode uint32) {
 }
 
 func TestPrepareDirCreates(t *testing.T) {
-	needRoot(t)
-	base := shortDir(t)
+	testutil.NeedRoot(t)
+	base := testutil.ShortDir(t)
 	dir := filepath.Join(base, "a", "b", "s")
 	cfg := testConfig(t, dir, 1, "")
 	log, buf := testLog()
@@ -51,8 +53,8 @@ func TestPrepareDirCreates(t *testing.T) {
 }
 
 func TestPrepareDirFixesOwnerAndMode(t *testing.T) {
-	needRoot(t)
-	base := shortDir(t)
+	testutil.NeedRoot(t)
+	base := testutil.ShortDir(t)
 	dir := filepath.Join(base, "s")
 	mkdir(t, dir, 0o755, 0, 0)
 	write(t, filepath.Join(dir, "keepme"), "x")
@@ -84,7 +86,7 @@ func TestPrepareDirFixesOwnerAndMode(t *testing.T) {
 }
 
 func TestPrepareDirRefuses(t *testing.T) {
-	needRoot(t)
+	testutil.NeedRoot(t)
 	cases := []struct {
 		name  string
 		setup func(t *testing.T, base string) (socketDir string)
@@ -202,7 +204,7 @@ func TestPrepareDirRefuses(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			base := shortDir(t)
+			base := testutil.ShortDir(t)
 			dir := tc.setup(t, base)
 			cfg := testConfig(t, dir, 1, "")
 			log, _ := testLog()
@@ -224,8 +226,8 @@ func TestPrepareDirRefuses(t *testing.T) {
 }
 
 func TestPrepareDirStickyParentIsFine(t *testing.T) {
-	needRoot(t)
-	base := shortDir(t)
+	testutil.NeedRoot(t)
+	base := testutil.ShortDir(t)
 	mkdir(t, filepath.Join(base, "tmp"), 0o1777, 0, 0)
 	dir := filepath.Join(base, "tmp", "s")
 	log, _ := testLog()
@@ -236,8 +238,8 @@ func TestPrepareDirStickyParentIsFine(t *testing.T) {
 }
 
 func TestPrepareDirSymlinkHint(t *testing.T) {
-	needRoot(t)
-	base := shortDir(t)
+	testutil.NeedRoot(t)
+	base := testutil.ShortDir(t)
 	mkdir(t, filepath.Join(base, "real"), 0o755, 0, 0)
 	if err := os.Symlink(filepath.Join(base, "real"), filepath.Join(base, "run")); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/sockdiag"
 )
@@ -19,8 +20,8 @@ import (
 // setup prepares socket_dir under a fresh short directory.
 func setup(t *testing.T, instances int, extra string) *config.Config {
 	t.Helper()
-	needRoot(t)
-	cfg := testConfig(t, filepath.Join(shortDir(t), "s"), instances, extra)
+	testutil.NeedRoot(t)
+	cfg := testConfig(t, filepath.Join(testutil.ShortDir(t), "s"), instances, extra)
 	log, _ := testLog()
 	if err := PrepareDir(cfg, log); err != nil {
 		t.Fatal(err)
@@ -138,8 +139,8 @@ func TestCreateDefaultBacklogIsSomaxconn(t *testing.T) {
 }
 
 func TestBindPrivateUmask(t *testing.T) {
-	needRoot(t)
-	dir := shortDir(t)
+	testutil.NeedRoot(t)
+	dir := testutil.ShortDir(t)
 	old := unix.Umask(0)
 	defer unix.Umask(old)
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)

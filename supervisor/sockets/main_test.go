@@ -191,28 +191,6 @@ func dialAs(t *testing.T, path string, uid, gid uint32) error {
 	return nil
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("%s: needs root", t.Name())
-	}
-}
-
-// shortDir returns a fresh directory with a short path, readable by all so
-// child processes running as other users can reach sockets below it.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "sv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // testConfig parses a real config with socket_dir at dir, owner daemon,
 // group www-data and backend "app" with instances sockets of mode 0660.
 func testConfig(t *testing.T, dir string, instances int, extra string) *config.Config {

@@ -10,14 +10,16 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // sweepDir builds a socket_dir holding one of everything and returns it with
 // the pid of the process listening on live.sock.
 func sweepDir(t *testing.T) (dir string, livePID int) {
 	t.Helper()
-	needRoot(t)
-	dir = filepath.Join(shortDir(t), "s")
+	testutil.NeedRoot(t)
+	dir = filepath.Join(testutil.ShortDir(t), "s")
 	mkdir(t, dir, 0o2750, 0, gidWWW)
 	staleSocket(t, filepath.Join(dir, "stale.sock"))
 	staleSocket(t, filepath.Join(dir, ".stale.sock.keep")) // left by a crash
@@ -126,8 +128,8 @@ func TestSweepKeepsRunningDaemonSockets(t *testing.T) {
 }
 
 func TestSweepSkip(t *testing.T) {
-	needRoot(t)
-	dir := shortDir(t)
+	testutil.NeedRoot(t)
+	dir := testutil.ShortDir(t)
 	staleSocket(t, filepath.Join(dir, "app.sock"))
 	staleSocket(t, filepath.Join(dir, KeepName("app.sock")))
 	staleSocket(t, filepath.Join(dir, "old.sock"))
@@ -148,8 +150,8 @@ func TestSweepSkip(t *testing.T) {
 }
 
 func TestSweepConcurrentUnderLock(t *testing.T) {
-	needRoot(t)
-	dir := shortDir(t)
+	testutil.NeedRoot(t)
+	dir := testutil.ShortDir(t)
 	const n = 60
 	for i := range n {
 		staleSocket(t, filepath.Join(dir, fmt.Sprintf("s%02d.sock", i)))
@@ -212,8 +214,8 @@ func TestSweepConcurrentUnderLock(t *testing.T) {
 }
 
 func TestLockDir(t *testing.T) {
-	needRoot(t)
-	dir := shortDir(t)
+	testutil.NeedRoot(t)
+	dir := testutil.ShortDir(t)
 	release, err := LockDir(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +248,7 @@ func TestLockDir(t *testing.T) {
 	}
 
 	// The lock file must not be a symlink someone planted.
-	other := shortDir(t)
+	other := testutil.ShortDir(t)
 	if err := os.Symlink(filepath.Join(other, "x"), filepath.Join(other, LockName)); err != nil {
 		t.Fatal(err)
 	}
