@@ -42,7 +42,9 @@ var _ Reloader = (*DBusReloader)(nil)
 // NewDBusReloader returns a reloader for unit. It connects on first use.
 func NewDBusReloader(unit string) *DBusReloader {
 	return &DBusReloader{Unit: unit, dial: func(ctx context.Context) (systemdConn, error) {
-		return sdbus.NewWithContext(ctx)
+		// The connection outlives this call (it is cached); godbus closes it
+		// when its context ends, so it must not be the caller's.
+		return sdbus.NewWithContext(context.WithoutCancel(ctx))
 	}}
 }
 

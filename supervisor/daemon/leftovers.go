@@ -185,6 +185,9 @@ func (d *Daemon) retireLeftovers(ctx context.Context, ls []leftover) {
 	deadline := time.Now().Add(timeout)
 	var wg sync.WaitGroup
 	for _, l := range ls {
+		if !l.leader {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -192,10 +195,18 @@ func (d *Daemon) retireLeftovers(ctx context.Context, ls []leftover) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			if l.alive() {
-				d.log.Warn("leftover did not stop in time; killing it", "pid", l.pid)
-				syscall.Kill(l.pid, syscall.SIGKILL)
+				// The whole group: a master may have forked workers since
+				// the leftovers were listed.
+				d.log.Warn("leftover did not stop in time; killing its process group", "pid", l.pid)
+				syscall.Kill(-l.pid, syscall.SIGKILL)
 			}
 		}()
 	}
 	wg.Wait()
+	// Workers whose master was already gone.
+	for _, l := range ls {
+		if !l.leader && l.alive() {
+			syscall.Kill(l.pid, syscall.SIGKILL)
+		}
+	}
 }

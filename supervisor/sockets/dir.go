@@ -157,13 +157,17 @@ func extraWriters(mode, gid, want, wantGID uint32) string {
 }
 
 // setOwnerMode chowns, then chmods, since chown may clear the setgid bit.
+// The mode is set first: chmod by a process that is not in the file's group
+// and lacks CAP_FSETID (systemd's bounding set drops it) clears setgid,
+// while chown keeps setgid on a directory.
 func setOwnerMode(fd int, st *unix.Stat_t, uid, gid, mode uint32) error {
-	if st.Uid != uid || st.Gid != gid {
-		if err := unix.Fchown(fd, int(uid), int(gid)); err != nil {
-			return err
-		}
+	if err := unix.Fchmod(fd, mode); err != nil {
+		return err
 	}
-	return unix.Fchmod(fd, mode)
+	if st.Uid != uid || st.Gid != gid {
+		return unix.Fchown(fd, int(uid), int(gid))
+	}
+	return nil
 }
 
 // symlinkError explains a symlink at p and suggests the real path.

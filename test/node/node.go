@@ -150,6 +150,14 @@ func (n *Node) Exec(ctx context.Context, stdin io.Reader, args ...string) (stdou
 	return o.String(), e.String(), err
 }
 
+// Command returns an unstarted command that runs args inside the node, for
+// callers that stream its stdin, stdout or stderr while it runs (Exec
+// collects them). Cancelling ctx kills the host side; the process inside
+// ends with its stdin or when the node stops.
+func (n *Node) Command(ctx context.Context, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, Script(), append([]string{"exec", n.Dir}, args...)...)
+}
+
 // Run runs args inside the node and returns its stdout. On failure the error
 // includes the exit status and stderr.
 func (n *Node) Run(t testing.TB, args ...string) (string, error) {
@@ -188,6 +196,15 @@ func (n *Node) Restart(t testing.TB) {
 	t.Helper()
 	if _, err := script(t, 5*time.Minute, "restart", n.Dir); err != nil {
 		t.Fatalf("restarting node: %v", err)
+	}
+}
+
+// Crash cuts the node's power (every process is SIGKILLed at once, nothing
+// shuts down cleanly) and boots it again on the same root filesystem.
+func (n *Node) Crash(t testing.TB) {
+	t.Helper()
+	if _, err := script(t, 5*time.Minute, "restart", n.Dir, "--hard"); err != nil {
+		t.Fatalf("crashing and rebooting node: %v", err)
 	}
 }
 

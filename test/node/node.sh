@@ -16,7 +16,8 @@
 #   node.sh boot DIR                  boot a fresh node in DIR (DIR must not exist or be empty)
 #   node.sh exec DIR CMD [ARG...]     run CMD inside the node (stdio + exit code propagated)
 #   node.sh cp-in DIR HOSTFILE NODEPATH   copy a host file into the node
-#   node.sh restart DIR               power the node off and boot it again on the same root
+#   node.sh restart DIR [--hard]      power the node off and boot it again on the same root
+#                                     (--hard: a power cut, every process SIGKILLed at once)
 #   node.sh stop DIR                  power off, kill leftovers, remove cgroup and DIR
 #   node.sh pid DIR                   print the host pid of the node's PID 1
 #
@@ -33,7 +34,7 @@ set -euo pipefail
 # Bump when the rootfs recipe (packages aside) changes; part of the cache key.
 NODE_SCRIPT_VERSION=2
 SUITE=bookworm
-PACKAGES=(systemd systemd-sysv dbus apache2 python3-gunicorn php-fpm curl procps iproute2 ca-certificates less)
+PACKAGES=(systemd systemd-sysv dbus apache2 gunicorn python3-gunicorn php-fpm curl procps iproute2 ca-certificates less)
 # Units that cannot work (or are pointless) in this container.
 MASK_UNITS=(
 	systemd-networkd-wait-online.service systemd-timesyncd.service
@@ -269,12 +270,20 @@ mounts_under() {
 	awk -v d="$1" '{ p=$5; gsub(/\\040/, " ", p); if (p == d || index(p, d "/") == 1) print p }' /proc/self/mountinfo | sort -r
 }
 
-# Stops PID 1 and every other process of the node; keeps DIR.
+# Stops PID 1 and every other process of the node; keeps DIR. With "hard",
+# nothing shuts down cleanly: a power cut.
 halt_node() {
-	local dir=$1 pid cg i
+	local dir=$1 hard=${2:-} pid cg i
 	cg=$(cat "$dir/cgroup" 2>/dev/null || true)
 	pid=$(node_pid "$dir")
-	if [[ -n $pid ]]; then
+	if [[ -n $pid && $hard == hard ]]; then
+		# SIGKILL to a pid namespace's init kills every process in it.
+		kill -KILL "$pid" 2>/dev/null || true
+		for i in $(seq 0 100); do
+			[[ -d /proc/$pid ]] || break
+			sleep 0.05
+		done
+	elif [[ -n $pid ]]; then
 		# SIGRTMIN+4 = poweroff; systemd exits once the shutdown is done.
 		# Re-sent every second: the kernel drops it while PID 1 has no
 		# handler yet (very early boot).
@@ -508,10 +517,16 @@ cmd_boot() {
 
 cmd_restart() {
 	need_root
-	local dir; dir=$(abs_dir "${1:-}")
+	local dir hard=
+	dir=$(abs_dir "${1:-}")
+	case ${2:-} in
+	"") ;;
+	--hard) hard=hard ;;
+	*) die "usage: node.sh restart DIR [--hard]" ;;
+	esac
 	check_dir "$dir"
 	lock_dir "$dir"
-	halt_node "$dir"
+	halt_node "$dir" "$hard"
 	boot_existing "$dir"
 }
 
