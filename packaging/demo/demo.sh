@@ -93,8 +93,11 @@ say "sockvisor check: the socket plan"
 say "sockvisor run (in the background)"
 "$bin" run --config "$conf" &
 svpid=$!
-for _ in $(seq 1 100); do
-	"$bin" status --config "$conf" >/dev/null 2>&1 && break
+# status answers as soon as the control socket is up; wait for "running".
+for _ in $(seq 1 300); do
+	if st=$("$bin" status --json --config "$conf" 2>/dev/null) && [[ $st == *'"phase":"running"'* ]]; then
+		break
+	fi
 	sleep 0.2
 done
 
