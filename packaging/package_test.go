@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // requireTools skips when a tool is missing, except in CI (CI set), where
@@ -47,20 +49,7 @@ func run(t *testing.T, dir string, env []string, name string, args ...string) st
 }
 
 func runErr(dir string, env []string, name string, args ...string) (stdout, stderr string, err error) {
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	// Under `make test`, the outer make's flags (-n, -k, a jobserver whose
-	// fds are not ours) must not leak into the `make package` we run.
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, env...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err = cmd.Run()
-	return o.String(), e.String(), err
+	return testutil.HostCommand(dir, env, name, args...)
 }
 
 // built is the result of one `make package`, shared by the subtests.

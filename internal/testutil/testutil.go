@@ -8,6 +8,7 @@
 package testutil
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"os/exec"
@@ -175,4 +176,23 @@ func RunRole(arg string, main func(args []string) int) {
 	if len(os.Args) > 1 && os.Args[1] == arg {
 		os.Exit(main(os.Args[2:]))
 	}
+}
+
+// HostCommand runs name with args in dir, with env appended to the
+// environment minus the outer make's MAKEFLAGS, MFLAGS and MAKELEVEL: under
+// `make test`, its flags and jobserver fds must not leak into the tools a
+// test runs (make package, git, dpkg).
+func HostCommand(dir string, env []string, name string, args ...string) (stdout, stderr string, err error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
 }

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // builds is what the scenarios install: two builds of the .deb from the
@@ -38,21 +39,11 @@ func goTool() string {
 
 // hostRun runs a host command and returns its stdout; stderr is in the error.
 func hostRun(dir string, env []string, name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	// The outer make's flags and jobserver must not leak into our tools.
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MFLAGS" && k != "MAKELEVEL" {
-			cmd.Env = append(cmd.Env, kv)
-		}
+	out, errOut, err := testutil.HostCommand(dir, env, name, args...)
+	if err != nil {
+		return out, fmt.Errorf("%s %s: %w\n%s%s", name, strings.Join(args, " "), err, out, errOut)
 	}
-	cmd.Env = append(cmd.Env, env...)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	if err := cmd.Run(); err != nil {
-		return o.String(), fmt.Errorf("%s %s: %w\n%s%s", name, strings.Join(args, " "), err, o.String(), e.String())
-	}
-	return o.String(), nil
+	return out, nil
 }
 
 // baseVersion is the version `make package` would use (see the Makefile).
