@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,8 +54,13 @@ type Daemon struct {
 	// reloadMu serializes start, reloads, restarts and shutdown against
 	// each other.
 	reloadMu sync.Mutex
-	// closing is set by shutdown under reloadMu; later requests are refused.
-	closing bool
+	// closing is set once stopping began; later requests are refused.
+	closing atomic.Bool
+	// stopCtx ends when the daemon stops; restarts and reloads in flight
+	// are cut short by it.
+	stopCtx context.Context
+	// bg tracks rollbacks that run alongside shutdown.
+	bg sync.WaitGroup
 
 	mu     sync.Mutex // guards the fields below
 	cfg    *config.Config
@@ -115,6 +121,9 @@ func (d *Daemon) Config() *config.Config {
 }
 
 // Run serves until ctx ends or SIGTERM/SIGINT arrives; SIGHUP reloads.
+// A stop signal is honoured at every moment: during start-up or a reload
+// it cancels the work in progress, so no Apache config is applied and no
+// READY=1 is sent afterwards, and control requests are refused from then on.
 func (d *Daemon) Run(ctx context.Context) (err error) {
 	// A broken pipe on stderr (journald restarting) must not kill us.
 	signal.Ignore(syscall.SIGPIPE)
@@ -124,6 +133,37 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	d.stopCtx = ctx
+	// Refuse control requests as soon as stopping begins, not only once
+	// shutdown holds reloadMu (a start-up or reload may hold it for long).
+	context.AfterFunc(ctx, func() { d.closing.Store(true) })
+
+	// The signal watcher runs from the first moment: start-up may take as
+	// long as the slowest ready.timeout, and SIGTERM must cut it short.
+	hups := make(chan struct{}, 1)
+	sigDone := make(chan struct{})
+	go func() {
+		defer close(sigDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s := <-sigs:
+				if s == syscall.SIGHUP {
+					select {
+					case hups <- struct{}{}:
+					default: // a reload is already queued
+					}
+					continue
+				}
+				d.log.Info("stopping", "signal", s.String())
+				d.closing.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+
 	cfg := d.Config()
 	// Bind the control socket first: a second sockvisor on the same config
 	// must fail here, before it touches sockets, backends or Apache.
@@ -135,15 +175,20 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	ctlDone := make(chan struct{})
 	go func() { ctl.Serve(ctx); close(ctlDone) }()
 	// Shutdown order: stop serving control requests (waiting for those in
-	// flight), then stop backends and close sockets.
+	// flight, which the cancelled ctx cuts short), then stop backends and
+	// close sockets.
 	defer d.shutdown()
-	defer func() { cancel(); <-ctlDone }()
+	defer func() { cancel(); <-ctlDone; <-sigDone }()
 
 	d.reloadMu.Lock()
 	err = d.start(ctx)
 	d.reloadMu.Unlock()
 	if err != nil {
 		return err
+	}
+	if ctx.Err() != nil {
+		// Stopped during start-up: never claim readiness.
+		return nil
 	}
 	if cfg.MetricsListen != "" {
 		stop, err := d.serveMetrics(ctx, cfg.MetricsListen, metrics)
@@ -179,60 +224,27 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		select {
 		case <-ctx.Done():
 			return nil
-		case s := <-sigs:
-			if s == syscall.SIGHUP {
-				if err := d.Reload(ctx); err != nil {
-					d.log.Error("reload failed; the previous config keeps serving", "error", err)
-				}
-				continue
+		case <-hups:
+			if err := d.Reload(ctx); err != nil && !d.closing.Load() {
+				d.log.Error("reload failed; the previous config keeps serving", "error", err)
 			}
-			d.log.Info("stopping", "signal", s.String())
-			return nil
 		}
 	}
 }
 
-// start prepares the directory and sockets, starts every backend, waits for
-// readiness and applies the Apache config.
+// start is the config transaction applied to an empty generation: it
+// adopts or creates the sockets, starts every backend, waits for them and
+// applies the Apache config. Unlike a reload it does not fail when a
+// backend is not ready (see commitUnready).
 func (d *Daemon) start(ctx context.Context) error {
 	cfg := d.cfg
-	stored := storedSockets(d.log)
-	if err := d.provisionSockets(ctx, cfg, inherited(cfg), stored, true); err != nil {
-		return err
-	}
-	// Stored sockets the config no longer names: forget them.
-	for name, f := range stored {
-		d.log.Info("dropping stored socket no longer in the config", "socket", name)
-		d.notify.Forget(name)
-		f.Close()
-	}
-	d.mu.Lock()
-	leftovers := findLeftovers(cfg, d.socks)
-	d.mu.Unlock()
-	var started []*proc
-	for _, b := range cfg.Backends {
-		started = append(started, d.startProc(b))
-	}
-	d.waitReady(ctx, started)
-	// The new generation serves; let the old one finish its requests.
-	d.retireLeftovers(ctx, leftovers)
-	d.mu.Lock()
-	for _, p := range started {
-		d.procs[p.cfg.Name] = p
-	}
-	d.mu.Unlock()
-
 	a, err := d.opts.Apache(cfg, d.log.Named("apache"))
 	if err != nil {
 		d.log.Error("Apache integration unavailable; backends serve on their sockets", "error", err)
-		return nil
+	} else {
+		d.apache = a
 	}
-	d.apache = a
-	if err := d.applyApache(ctx, cfg); err != nil {
-		// The sockets and backends are fine; Apache keeps its old config.
-		d.log.Error("Apache config not applied", "error", err)
-	}
-	return nil
+	return d.transact(ctx, emptyGeneration(cfg), cfg, storedSockets(d.log))
 }
 
 // storedSockets takes the sockets systemd kept in its fd store for us.
@@ -248,17 +260,18 @@ func storedSockets(log hclog.Logger) map[string]*os.File {
 }
 
 // provisionSockets creates (or adopts from stored) the given sockets under
-// the directory lock; with sweep it first removes stale files.
-func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs []config.Socket, stored map[string]*os.File, sweep bool) error {
+// the directory lock; with sweep it first removes stale files. It returns
+// the specs it added to d.socks, so a rollback can remove exactly those.
+func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs []config.Socket, stored map[string]*os.File, sweep bool) ([]config.Socket, error) {
 	log := d.log.Named("sockets")
 	if err := sockets.PrepareDir(cfg, log); err != nil {
-		return err
+		return nil, err
 	}
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	release, err := sockets.LockDir(lctx, cfg.SocketDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer release()
 	if sweep {
@@ -267,7 +280,7 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 			skip[name] = true
 		}
 		if _, err := sockets.Sweep(ctx, cfg.SocketDir, sockets.SweepOptions{Skip: skip}, log.Named("sweep")); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	var created []*sockets.Listener
@@ -287,7 +300,7 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 					d.notify.Forget(c.Spec().Name)
 					c.Remove()
 				}
-				return err
+				return nil, err
 			}
 			// A stale entry under this name (an unusable stored copy)
 			// must not come back at the next start.
@@ -303,7 +316,7 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 		d.socks[l.Spec().Name] = l
 	}
 	d.mu.Unlock()
-	return nil
+	return specs, nil
 }
 
 // inherited lists the sockets sockvisor creates and holds: all but those of
@@ -343,9 +356,9 @@ func (d *Daemon) startProc(b *config.Backend) *proc {
 	return p
 }
 
-// waitReady waits for every proc, each bounded by its ready.timeout; a
-// backend that is not ready is reported, not fatal: sockvisor keeps it
-// retrying and connections queue on its socket meanwhile.
+// waitReady waits for every proc, each bounded by its ready.timeout (the
+// backend reports a failed start sooner), and returns one error per proc;
+// the caller decides what an unready backend means.
 func (d *Daemon) waitReady(ctx context.Context, ps []*proc) []error {
 	errs := make([]error, len(ps))
 	var wg sync.WaitGroup
@@ -357,8 +370,11 @@ func (d *Daemon) waitReady(ctx context.Context, ps []*proc) []error {
 			rctx, cancel := context.WithTimeout(ctx, p.cfg.Ready.Timeout+5*time.Second)
 			defer cancel()
 			if err := p.p.WaitReady(rctx); err != nil {
-				errs[i] = fmt.Errorf("backend %q is not ready: %w", p.cfg.Name, err)
-				d.log.Warn("backend not ready", "backend", p.cfg.Name, "error", err)
+				// The backend's error names it and says why.
+				errs[i] = err
+				if ctx.Err() == nil {
+					d.log.Warn("backend not ready", "backend", p.cfg.Name, "error", err)
+				}
 			}
 		}()
 	}
@@ -386,9 +402,9 @@ func (d *Daemon) stopProcs(ps []*proc) {
 }
 
 func (d *Daemon) shutdown() {
+	d.closing.Store(true)
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	d.closing = true
 	d.notify.Stopping()
 	d.mu.Lock()
 	d.phase = "stopping"
@@ -399,6 +415,8 @@ func (d *Daemon) shutdown() {
 	d.procs = map[string]*proc{}
 	d.mu.Unlock()
 	d.stopProcs(ps)
+	// A reload cut short by the stop rolls back alongside.
+	d.bg.Wait()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// Closing keeps the files: Apache's connects queue until the next start
@@ -455,11 +473,18 @@ func (d *Daemon) summary() string {
 	return s
 }
 
-// Restart replaces one backend's process without dropping requests.
+// Restart replaces one backend's process without dropping requests. It
+// fails as soon as the backend reports the new process failed, with the
+// backend's own reason, and the old process keeps serving.
 func (d *Daemon) Restart(ctx context.Context, name string) error {
+	if d.closing.Load() {
+		return errStopping
+	}
+	ctx, cancel := d.untilStop(ctx)
+	defer cancel()
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	if d.closing {
+	if d.closing.Load() {
 		return errStopping
 	}
 	d.mu.Lock()
@@ -474,7 +499,22 @@ func (d *Daemon) Restart(ctx context.Context, name string) error {
 		return fmt.Errorf("no backend named %q; configured: %s", name, strings.Join(names, ", "))
 	}
 	d.log.Info("restarting backend", "backend", name)
-	return p.p.Restart(ctx)
+	err := p.p.Restart(ctx)
+	if err != nil && d.closing.Load() {
+		return fmt.Errorf("restart of %q abandoned: %w", name, errStopping)
+	}
+	// The backend's error names it, the failure and the old process's fate.
+	return err
+}
+
+// untilStop returns ctx, also cancelled when the daemon stops.
+func (d *Daemon) untilStop(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	if d.stopCtx != nil {
+		stop := context.AfterFunc(d.stopCtx, cancel)
+		return ctx, func() { stop(); cancel() }
+	}
+	return ctx, cancel
 }
 
 var errStopping = errors.New("sockvisor is stopping; try again once it has restarted")
