@@ -159,6 +159,9 @@ type Backend struct {
 	status  Status
 	changed chan struct{} // closed and replaced on every status change
 	ready   chan struct{} // closed the first time every instance is ready
+	// startErr is the latest failed start of an instance never ready yet;
+	// WaitReady returns it.
+	startErr *StartError
 
 	// Owner goroutine only.
 	insts       []*instance
@@ -187,7 +190,9 @@ type instance struct {
 	spawnWhenGone bool
 
 	state     State
-	failures  int // consecutive failed runs
+	everReady bool        // some process of in has been ready
+	startErr  *StartError // latest failed start while never ready
+	failures  int         // consecutive failed runs
 	restarts  int
 	lastExit  *Exit
 	lastErr   string
@@ -484,12 +489,21 @@ func (b *Backend) spawn(in *instance) {
 	if err != nil {
 		b.log.Error("start failed", "instance", in.idx, "error", err)
 		in.lastErr = err.Error()
-		in.finishOps(err)
+		b.startFailed(in, b.startError(in, nil, nil, err))
 		b.scheduleRestart(in, nil)
 		return
 	}
 	in.cur = p
 	b.track(p)
+}
+
+// startFailed reports a failed start attempt to the calls waiting on in
+// and, while in has never been ready, to WaitReady.
+func (b *Backend) startFailed(in *instance, err *StartError) {
+	if !in.everReady {
+		in.startErr = err
+	}
+	in.finishOps(err)
 }
 
 // track registers p and starts its readiness probe.
@@ -605,17 +619,20 @@ func (b *Backend) exited(p *proc, ws syscall.WaitStatus) {
 	case in.cur:
 		in.cur = nil
 		in.lastErr = fmt.Sprintf("process %d %s", p.pid, ex.describe())
-		in.finishOps(fmt.Errorf("backend %q instance %d: %s before it was ready", b.cfg.Name, in.idx, in.lastErr))
+		if !p.ready {
+			in.lastErr += " before it was ready"
+			b.startFailed(in, b.startError(in, p, ex, nil))
+		}
 		if in.next == nil {
 			b.scheduleRestart(in, p)
 		} else {
 			in.state = StateStarting // the replacement takes over when ready
 		}
 	case in.next:
+		serr := b.startError(in, p, ex, nil)
 		in.next = nil
 		in.lastErr = fmt.Sprintf("new process %d %s before it was ready", p.pid, ex.describe())
-		err := fmt.Errorf("backend %q instance %d: %s; the old process keeps serving", b.cfg.Name, in.idx, in.lastErr)
-		in.finishOps(err)
+		b.startFailed(in, serr)
 		if in.cur == nil {
 			b.scheduleRestart(in, p)
 		}
@@ -677,16 +694,17 @@ func (b *Backend) notReady(p *proc, err error) {
 	in.lastErr = err.Error()
 	b.log.Error("not ready; stopping it", "instance", in.idx, "pid", p.pid, "error", err)
 	b.stopProc(p)
+	serr := b.startError(in, p, nil, err)
 	switch p {
 	case in.next:
 		in.next = nil
-		in.finishOps(fmt.Errorf("backend %q instance %d: new process is not ready (%w); the old process keeps serving", b.cfg.Name, in.idx, err))
+		b.startFailed(in, serr)
 		if in.cur == nil {
 			b.scheduleRestart(in, nil)
 		}
 	case in.cur:
 		in.cur = nil
-		in.finishOps(fmt.Errorf("backend %q instance %d: %w", b.cfg.Name, in.idx, err))
+		b.startFailed(in, serr)
 		if in.next == nil {
 			b.scheduleRestart(in, nil)
 		}
@@ -715,6 +733,8 @@ func (b *Backend) maybeReady(p *proc) {
 	}
 	in.state = StateReady
 	in.lastErr = ""
+	in.everReady = true
+	in.startErr = nil
 	b.log.Info("ready", "instance", in.idx, "pid", p.pid, "after", p.readyAt.Sub(p.started).Round(time.Millisecond))
 	in.finishOps(nil)
 }
@@ -841,7 +861,7 @@ func (b *Backend) replace(in *instance) {
 		p, err := b.startProcess(in)
 		if err != nil {
 			in.lastErr = err.Error()
-			in.finishOps(fmt.Errorf("backend %q instance %d: %w; the old process keeps serving", b.cfg.Name, in.idx, err))
+			b.startFailed(in, b.startError(in, nil, nil, err))
 			return
 		}
 		in.next = p
@@ -892,12 +912,17 @@ func (b *Backend) call(ctx context.Context, kind reqKind) error {
 // a new process starts on the same socket, and the old one is stopped
 // once the new one is ready (both accept meanwhile). For handoff self the
 // old process stops first; connections fail in between. A backend that is
-// backing off or failed is started at once. It returns when every
-// instance is done, or with the reasons some could not be replaced.
+// backing off or failed is started at once. It returns nil when every
+// instance is replaced. Otherwise it returns as soon as each instance's
+// attempt is decided: the moment a new process exits, not after
+// ready.timeout. Each failed instance contributes a *StartError (joined
+// with errors.Join when several fail; use errors.As) naming the backend,
+// the exit status and the new process's last output lines; the old
+// process of that instance keeps serving. ctx ending returns ctx.Err().
 func (b *Backend) Restart(ctx context.Context) error { return b.call(ctx, reqRestart) }
 
 // Reload sends reload_signal to each instance's main process, or replaces
-// it as Restart does when reload_signal is "replace".
+// it as Restart does (same errors) when reload_signal is "replace".
 func (b *Backend) Reload(ctx context.Context) error { return b.call(ctx, reqReload) }
 
 // Stop stops every process group (stop_signal, stop_timeout, SIGKILL) and
@@ -911,15 +936,26 @@ func (b *Backend) Done() <-chan struct{} { return b.done }
 // Ready is closed the first time every instance is ready.
 func (b *Backend) Ready() <-chan struct{} { return b.ready }
 
-// WaitReady returns nil once every instance is ready, or an error when
-// ctx ends first (naming the last problem) or the backend stops.
+// WaitReady returns nil once every instance is ready. It does not wait
+// for ctx when a start fails: while an instance has never been ready, the
+// failure of a start attempt of it (the process exited, or was not ready
+// within ready.timeout, or could not be started) makes WaitReady return at
+// once with that attempt's *StartError, which wraps ErrNotReady and
+// carries the exit status and the last output lines (use errors.As). The
+// backend keeps retrying under its restart policy; stop it if the failure
+// is final for you. Otherwise it returns an error wrapping ctx.Err() when
+// ctx ends first (naming the last problem), or ErrStopped once the backend
+// stopped. This is a contract the daemon relies on.
 func (b *Backend) WaitReady(ctx context.Context) error {
 	for {
 		b.mu.Lock()
-		st, ch := b.status, b.changed
+		st, ch, serr := b.status, b.changed, b.startErr
 		b.mu.Unlock()
 		if st.Ready {
 			return nil
+		}
+		if serr != nil {
+			return serr
 		}
 		select {
 		case <-ch:
@@ -1003,8 +1039,15 @@ func (b *Backend) publish() {
 	if len(st.Instances) == 0 {
 		st.State = StateStopped
 	}
+	var serr *StartError
+	for _, in := range b.insts {
+		if in.startErr != nil && (serr == nil || serr.Instance > in.idx) {
+			serr = in.startErr
+		}
+	}
 	b.mu.Lock()
 	b.status = st
+	b.startErr = serr
 	close(b.changed)
 	b.changed = make(chan struct{})
 	if st.Ready {

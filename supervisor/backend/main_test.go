@@ -46,6 +46,14 @@ func playRole(role string) int {
 	switch role {
 	case "exit1":
 		return 1
+	case "boot-fail":
+		// A server that boots for SV_DELAY, then dies of a broken app.
+		fmt.Println("booting")
+		d, _ := time.ParseDuration(os.Getenv("SV_DELAY"))
+		time.Sleep(d)
+		fmt.Fprintln(os.Stderr, "Traceback (most recent call last):")
+		fmt.Fprintln(os.Stderr, "RuntimeError: broken app")
+		return 1
 	case "sleeper":
 		signal.Ignore(syscall.SIGTERM)
 		time.Sleep(2 * time.Minute)

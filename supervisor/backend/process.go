@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,7 +41,16 @@ type proc struct {
 	statusText  string // last STATUS= it sent
 	cancelProbe context.CancelFunc
 	goneCh      chan struct{} // closed when gone; ends its timers early
+
+	tail    outputTail     // last output lines, for StartError
+	outputs sync.WaitGroup // its two output forwarders
+	outDone chan struct{}  // closed when both forwarders reached EOF
 }
+
+// outputSettle bounds how long, after the main process exited, its exit
+// waits for the rest of its output (still in the pipe) so StartError.Tail
+// holds its last words; EOF usually comes within a millisecond.
+const outputSettle = 250 * time.Millisecond
 
 // pollGroup is how often an exited process's group is checked for
 // leftovers, in real time.
@@ -143,10 +153,11 @@ func (b *Backend) startProcess(in *instance) (*proc, error) {
 		return nil, fmt.Errorf("starting %s through the exec shim %s: %w", cmd.argv[0], b.exe, err)
 	}
 	now := b.clock.Now()
-	p := &proc{inst: in, pid: pid, started: now, deadline: now.Add(b.cfg.Ready.Timeout), goneCh: make(chan struct{})}
+	p := &proc{inst: in, pid: pid, started: now, deadline: now.Add(b.cfg.Ready.Timeout), goneCh: make(chan struct{}), outDone: make(chan struct{})}
 	b.log.Info("started", "instance", in.idx, "pid", pid, "command", strings.Join(cmd.argv, " "))
 	b.forward(p, outR, "stdout")
 	b.forward(p, errR, "stderr")
+	go func() { p.outputs.Wait(); close(p.outDone) }()
 	b.helpers.Add(1)
 	go b.reap(p)
 	return p, nil
@@ -214,8 +225,10 @@ const maxLine = 64 << 10
 // holding the pipe has exited.
 func (b *Backend) forward(p *proc, f *os.File, stream string) {
 	b.output.Add(1)
+	p.outputs.Add(1)
 	go func() {
 		defer b.output.Done()
+		defer p.outputs.Done()
 		defer f.Close()
 		r := bufio.NewReaderSize(f, maxLine)
 		for {
@@ -228,6 +241,7 @@ func (b *Backend) forward(p *proc, f *os.File, stream string) {
 				}
 			}
 			if text := strings.TrimRight(string(line), "\r\n"); text != "" || truncated {
+				p.tail.add(text)
 				if truncated {
 					b.log.Info("output", "instance", p.inst.idx, "pid", p.pid, "stream", stream, "line", text, "truncated", true)
 				} else {
@@ -255,6 +269,11 @@ func (b *Backend) reap(p *proc) {
 			}
 			break
 		}
+	}
+	select {
+	case <-p.outDone:
+	case <-time.After(outputSettle):
+	case <-b.quit:
 	}
 	b.send(event{kind: evExited, p: p, ws: ws})
 	for len(groupMembers(p.pid)) > 0 {
