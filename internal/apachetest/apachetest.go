@@ -30,7 +30,7 @@ const Binary = "/usr/sbin/apache2"
 var Modules = []string{
 	"mpm_event", "authz_core", "authz_host", "alias", "mime", "dir", "headers",
 	"proxy", "proxy_http", "proxy_fcgi", "proxy_uwsgi", "proxy_wstunnel",
-	"proxy_balancer", "slotmem_shm", "lbmethod_byrequests", "setenvif",
+	"proxy_balancer", "slotmem_shm", "lbmethod_byrequests", "setenvif", "env",
 }
 
 // Instance is one running private Apache.

@@ -129,6 +129,9 @@ func renderBackend(p func(string, ...any), be *config.Backend) {
 			// on the backend's own host scopes it to this backend alone.
 			p("<Proxy %q>", url)
 			p("    ProxyPreserveHost %s", preserve)
+			for _, l := range keepaliveLines(be) {
+				p("    %s", l)
+			}
 			p("</Proxy>")
 		}
 		p("ProxyPass %q %q%s", be.Mount, "unix:"+be.Sockets[0].Path+"|"+url, params)
@@ -147,6 +150,9 @@ func renderBackend(p func(string, ...any), be *config.Backend) {
 	}
 	if preserve != "" {
 		p("    ProxyPreserveHost %s", preserve)
+	}
+	for _, l := range keepaliveLines(be) {
+		p("    %s", l)
 	}
 	p("</Proxy>")
 	p("ProxyPass %q %q", be.Mount, balancer+root+slash)
@@ -234,6 +240,9 @@ func RequiredModules(cfg *config.Config) []string {
 		}
 		set["proxy"] = true
 		set["proxy_"+be.Protocol] = true
+		for _, m := range keepaliveModules(be) {
+			set[m] = true
+		}
 		if len(be.Sockets) > 1 {
 			set["proxy_balancer"] = true
 			set["lbmethod_byrequests"] = true // the default lbmethod

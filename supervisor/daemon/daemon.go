@@ -77,6 +77,7 @@ type Daemon struct {
 // proc is one started backend and the goroutine that runs it.
 type proc struct {
 	cfg    *config.Backend
+	gen    *config.Config // the config cfg is part of
 	p      *backend.Backend
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Run returned
@@ -332,21 +333,60 @@ func inherited(cfg *config.Config) []config.Socket {
 }
 
 // listenersFor returns b's listeners, instance 0 first (nil for "self").
-func (d *Daemon) listenersFor(b *config.Backend) []*sockets.Listener {
+// A socket a running process of the current generation also serves is
+// wrapped in a sharedSocket.
+func (d *Daemon) listenersFor(b *config.Backend) []backend.Socket {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]*sockets.Listener, 0, len(b.Sockets))
+	holder := map[string]*proc{}
+	for _, p := range d.procs {
+		for _, s := range p.cfg.Sockets {
+			holder[s.Name] = p
+		}
+	}
+	out := make([]backend.Socket, 0, len(b.Sockets))
 	for _, s := range b.Sockets {
-		out = append(out, d.socks[s.Name])
+		l := d.socks[s.Name]
+		switch {
+		case l == nil:
+			out = append(out, nil)
+		case holder[s.Name] != nil && b.Handoff == "listen-fds":
+			// fpm and stdin servers need blocking mode and never change it.
+			out = append(out, sharedSocket{l, holder[s.Name].done})
+		default:
+			out = append(out, l)
+		}
 	}
 	return out
 }
 
-// startProc starts b's owner goroutine.
-func (d *Daemon) startProc(b *config.Backend) *proc {
+// sharedSocket is a listener that a process of the previous generation
+// still accepts on. A backend clears O_NONBLOCK on the shared file
+// description before a spawn when none of its own processes is alive, but
+// it cannot see the other generation's: uvicorn's asyncio loop then blocks
+// inside accept(2) and hangs, requests and SIGTERM alike, if the new
+// process dies before it sets the flag again (measured: a rejected reload
+// of uvicorn left the old one deaf until SIGKILL). So the mode is left
+// alone until the previous owner has stopped.
+type sharedSocket struct {
+	*sockets.Listener
+	prevDone <-chan struct{}
+}
+
+func (s sharedSocket) SetBlocking() error {
+	select {
+	case <-s.prevDone:
+		return s.Listener.SetBlocking()
+	default:
+		return nil
+	}
+}
+
+// startProc starts the owner goroutine of b, a backend of cfg.
+func (d *Daemon) startProc(cfg *config.Config, b *config.Backend) *proc {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &proc{cfg: b, cancel: cancel, done: make(chan struct{})}
-	p.p = d.newProcess(b, d.listenersFor(b))
+	p := &proc{cfg: b, gen: cfg, cancel: cancel, done: make(chan struct{})}
+	p.p = d.newProcess(cfg, b, d.listenersFor(b))
 	go func() {
 		defer close(p.done)
 		if err := p.p.Run(ctx); err != nil && ctx.Err() == nil {

@@ -139,7 +139,7 @@ func (t *txn) build(ctx context.Context, stored map[string]*os.File) error {
 		if t.selfReplacement(name) {
 			continue
 		}
-		t.fresh = append(t.fresh, d.startProc(t.next.Backend(name)))
+		t.fresh = append(t.fresh, d.startProc(t.next, t.next.Backend(name)))
 	}
 	return nil
 }
@@ -172,7 +172,7 @@ func (t *txn) prove(ctx context.Context) error {
 			d.stopProcs([]*proc{p})
 			t.displaced = append(t.displaced, p)
 		}
-		np := d.startProc(t.next.Backend(name))
+		np := d.startProc(t.next, t.next.Backend(name))
 		t.fresh = append(t.fresh, np)
 		self = append(self, np)
 	}
@@ -228,7 +228,7 @@ func (t *txn) fail(ctx context.Context, err error) error {
 	undo()
 	for _, p := range t.displaced {
 		d.log.Warn("restarting the previous process of a self-binding backend", "backend", p.cfg.Name)
-		np := d.startProc(p.cfg)
+		np := d.startProc(p.gen, p.cfg)
 		d.mu.Lock()
 		d.procs[p.cfg.Name] = np
 		d.mu.Unlock()
