@@ -22,6 +22,7 @@ type results struct {
 	Scale       []scaleRow
 	Sweep       sweepRow
 	Crash       []crashRow
+	Deploy      []deployRow
 	Elapsed     time.Duration
 	loadEnd     string
 	markdown    string
@@ -238,6 +239,11 @@ func (r *results) render(o options) string {
 	sb.WriteString("| backend | through Apache | direct to the socket |\n|---|---:|---:|\n")
 	for _, c := range r.Crash {
 		fmt.Fprintf(&sb, "| %s | %s | %s |\n", c.Name, ms(c.Apache), ms(c.Direct))
+	}
+	if len(r.Deploy) > 0 {
+		fmt.Fprintf(&sb, "\n## 6. A broken deploy\n\nGunicorn (2 sync workers, no --preload) gets a hello.py with a syntax error while %d keep-alive\n"+
+			"clients load it through Apache; counted from a second before the deploy until %s after the deploy\ncommand returned.\n\n", p.loadConns, r.Deploy[0].Window)
+		sb.WriteString(r.deployTable())
 	}
 	fmt.Fprintf(&sb, "\n## Reproduce\n\n```sh\nsudo make bench            # this file, restart-storm.svg, bench/out/*.csv\nsudo go run ./bench -quick # about a minute, small counts\n```\n")
 	return sb.String()

@@ -93,7 +93,7 @@ ProxyPass %q "unix:%s|http://self.invalid/"
 ProxyPass %q "unix:%s|uwsgi://selfu.invalid/"
 ProxyPass %q "http://127.0.0.1:%d/"
 `, filepath.Join(e.work, svConf),
-		pathSelf, b.selfSock("gunicorn"), pathSelfU, b.selfSock("uwsgi"), pathTCP, b.tcpPort)
+		pathSelf, b.selfSock("gunicorn"), pathSelfU, b.selfSock("uwsgi"), pathTCP, b.tcpPort) + deploySite(e.work)
 	b.progress("starting a private Apache")
 	if err := e.startApache(site); err != nil {
 		return err

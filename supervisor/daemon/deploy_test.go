@@ -396,6 +396,12 @@ backend "never" {
 	if st := d.report(); st.Phase != "starting" {
 		t.Fatalf("phase 2 s into start-up = %q", st.Phase)
 	}
+	// A restart sent during start-up waits for it; the stop must refuse it.
+	restarted := make(chan error, 1)
+	go func() {
+		restarted <- control.NewClient(filepath.Join(dir, "ctl")).Restart(context.Background(), "never")
+	}()
+	time.Sleep(100 * time.Millisecond)
 	sent := time.Now()
 	// Run's signal handler catches it; the test binary is not stopped.
 	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
@@ -411,6 +417,11 @@ backend "never" {
 	}
 	took := time.Since(sent)
 	t.Logf("stopped %s after SIGTERM", took.Round(time.Millisecond))
+	if err := <-restarted; err == nil {
+		t.Error("a restart sent during start-up ran after SIGTERM")
+	} else {
+		t.Logf("restart during start-up: %v", err)
+	}
 	if took > 5*time.Second {
 		t.Errorf("stopping took %s, want < 5 s (stop_timeout 3 s + 1 s)", took)
 	}
