@@ -69,6 +69,28 @@ func NeedBinary(t testing.TB, names ...string) {
 	}
 }
 
+// NeedInstalled is NeedBinary for what scripts/install-deps.sh installs:
+// in CI (CI set), which runs it first, a missing name fails the test
+// instead of skipping it, so a broken install cannot pass as green.
+func NeedInstalled(t testing.TB, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		var err error
+		if strings.Contains(name, "/") {
+			_, err = os.Stat(name)
+		} else {
+			_, err = exec.LookPath(name)
+		}
+		if err == nil {
+			continue
+		}
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s: needs %s, which scripts/install-deps.sh installs in CI", t.Name(), name)
+		}
+		t.Skipf("%s: needs %s", t.Name(), name)
+	}
+}
+
 // CopySelf copies the running test binary to path, mode 0755, and returns
 // path: go test builds it in a directory only root can enter, and a copy
 // is what a child running as another user can execute. t.Cleanup removes it.

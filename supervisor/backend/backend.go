@@ -19,6 +19,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -117,6 +118,13 @@ type InstanceStatus struct {
 	NextStart *time.Time `json:"next_start,omitempty"`
 	// StatusText is the last STATUS= the backend sent over sd_notify.
 	StatusText string `json:"status_text,omitempty"`
+	// MainPID is the main process the backend named with MAINPID=, when
+	// it is not PID; signals go to it.
+	MainPID int `json:"main_pid,omitempty"`
+	// Notified: the process sent READY=1.
+	Notified bool `json:"notified,omitempty"`
+	// Reloading: the process sent RELOADING=1 and no READY=1 since.
+	Reloading bool `json:"reloading,omitempty"`
 }
 
 // Status is a snapshot of the whole backend. Its top-level fields summarize
@@ -182,6 +190,7 @@ type instance struct {
 	sock Socket // nil for handoff self
 	spec config.Socket
 	path string
+	slot probeSlot // the one pending probe connection; see ready.go
 
 	cur  *proc // serving, or starting
 	next *proc // replacement being started
@@ -329,7 +338,7 @@ func New(b *config.Backend, socks []Socket, opts Options) *Backend {
 		be.exe = exe
 	}
 	for i, s := range b.Sockets {
-		in := &instance{idx: i, spec: s, path: s.Path, state: StateStopped}
+		in := &instance{idx: i, spec: s, path: s.Path, state: StateStopped, slot: newProbeSlot()}
 		if b.Handoff != "self" {
 			if i < len(socks) && !isNil(socks[i]) {
 				in.sock = socks[i]
@@ -343,6 +352,13 @@ func New(b *config.Backend, socks []Socket, opts Options) *Backend {
 	be.acct = account(b.UID, b.User)
 	be.publish()
 	return be
+}
+
+func (b *Backend) openNotify() (*notifySocket, error) {
+	if err := b.ensureStateDir(); err != nil {
+		return nil, err
+	}
+	return listenNotify(b.stateDir, b.cfg, b.log)
 }
 
 // isNil also catches a nil pointer stored in the interface, such as a
@@ -390,10 +406,10 @@ func (b *Backend) Run(ctx context.Context) error {
 		close(b.quit)
 		return b.newErr
 	}
-	{
-		n, err := listenNotify(b.cfg.Name)
+	if b.cfg.Notify {
+		n, err := b.openNotify()
 		if err != nil {
-			b.log.Warn("readiness falls back to the probe alone", "error", err)
+			b.log.Warn("no notify socket; readiness falls back to the probe alone", "error", err)
 		} else {
 			b.notify = n
 			b.helpers.Add(1)
@@ -430,6 +446,9 @@ func (b *Backend) Run(ctx context.Context) error {
 		b.notify.Close()
 	}
 	b.helpers.Wait()
+	for _, in := range b.insts {
+		in.slot.drain()
+	}
 	b.waitOutput()
 	for _, r := range b.stopReplies {
 		b.answer(r, b.runErr)
@@ -711,11 +730,11 @@ func (b *Backend) notReady(p *proc, err error) {
 	}
 }
 
-// maybeReady promotes p once the probe passed and, if the backend
-// notifies, READY=1 arrived. For a replacement the probe alone proves
-// little (the old process answers on the same socket); READY=1 from the
-// new process's group does. Presets that notify must; a generic backend is
-// expected to once any of its processes has.
+// maybeReady promotes p once its own group answered the probe (see
+// ready.go) and, if the backend notifies, READY=1 arrived from that group.
+// Presets that notify must send it; a generic backend is expected to once
+// any of its processes has. READY=1 alone is never enough: gunicorn's
+// arbiter sends it before its workers import the app.
 func (b *Backend) maybeReady(p *proc) {
 	if p.ready || !p.probeOK || (b.notify != nil && (b.srv.notifies || b.sawReady) && !p.notified) {
 		return
@@ -765,11 +784,39 @@ func (b *Backend) notified(pid int, vars map[string]string) {
 	if s, ok := vars["STATUS"]; ok {
 		p.statusText = s
 	}
-	if vars["READY"] == "1" && !p.notified {
-		p.notified = true
-		b.sawReady = true
-		b.maybeReady(p)
+	if v, ok := vars["MAINPID"]; ok {
+		b.setMainPID(p, v)
 	}
+	if vars["RELOADING"] == "1" {
+		p.reloading = true
+	}
+	if vars["READY"] == "1" {
+		p.reloading = false
+		if !p.notified {
+			p.notified = true
+			b.sawReady = true
+			b.maybeReady(p)
+		}
+	}
+	// WATCHDOG=1 and STOPPING=1 need nothing: sockvisor sets no
+	// WATCHDOG_USEC and watches the process itself.
+}
+
+// setMainPID re-targets p's signals to the process MAINPID= names. Only a
+// live member of p's own group is accepted: a backend must not make
+// sockvisor signal someone else's process.
+func (b *Backend) setMainPID(p *proc, v string) {
+	pid, err := strconv.Atoi(v)
+	if err == nil && pid > 0 {
+		if st, serr := procfs.ReadStat(pid); serr == nil && st.PGID == p.pid && !st.Zombie() {
+			if pid != p.mainPID {
+				b.log.Info("main process changed", "instance", p.inst.idx, "pid", p.pid, "main_pid", pid)
+			}
+			p.mainPID = pid
+			return
+		}
+	}
+	b.log.Warn("ignoring MAINPID=: not a live process of the backend's group", "instance", p.inst.idx, "pid", p.pid, "main_pid", v)
 }
 
 // stopProc starts the staged stop of p's group: stop_signal, then SIGKILL
@@ -782,7 +829,7 @@ func (b *Backend) stopProc(p *proc) {
 	p.cancelProbe()
 	var err error
 	if b.srv.stopMain && !p.exited {
-		err = syscall.Kill(p.pid, b.cfg.StopSignal)
+		err = syscall.Kill(p.mainPID, b.cfg.StopSignal)
 	} else {
 		err = signalGroup(p.pid, b.cfg.StopSignal)
 	}
@@ -877,10 +924,10 @@ func (b *Backend) reloadSignal(reply chan error) {
 		case in.cur == nil || !in.cur.ready:
 			errs = append(errs, fmt.Errorf("backend %q instance %d is not running and ready (state %s); reload it once it is, or restart it", b.cfg.Name, in.idx, in.state))
 		default:
-			if err := syscall.Kill(in.cur.pid, b.cfg.ReloadSignal); err != nil {
-				errs = append(errs, fmt.Errorf("sending %s to process %d: %w", unix.SignalName(b.cfg.ReloadSignal), in.cur.pid, err))
+			if err := syscall.Kill(in.cur.mainPID, b.cfg.ReloadSignal); err != nil {
+				errs = append(errs, fmt.Errorf("sending %s to process %d: %w", unix.SignalName(b.cfg.ReloadSignal), in.cur.mainPID, err))
 			} else {
-				b.log.Info("reload signal sent", "instance", in.idx, "pid", in.cur.pid, "signal", unix.SignalName(b.cfg.ReloadSignal))
+				b.log.Info("reload signal sent", "instance", in.idx, "pid", in.cur.mainPID, "signal", unix.SignalName(b.cfg.ReloadSignal))
 			}
 		}
 	}
@@ -1012,6 +1059,11 @@ func (b *Backend) publish() {
 			is.PID = p.pid
 			is.Ready = p.ready
 			is.StatusText = p.statusText
+			is.Notified = p.notified
+			is.Reloading = p.reloading
+			if p.mainPID != p.pid {
+				is.MainPID = p.mainPID
+			}
 			t := p.started
 			is.StartedAt = &t
 		}

@@ -46,6 +46,38 @@ func playRole(role string) int {
 	switch role {
 	case "exit1":
 		return 1
+	case "silent":
+		// Holds the socket (fd 3) and never accepts, like a server stuck
+		// loading its app; exits on TERM.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		d, _ := time.ParseDuration(os.Getenv("SV_DELAY"))
+		if d == 0 {
+			d = time.Minute
+		}
+		select {
+		case <-sig:
+			return 0
+		case <-time.After(d):
+			fmt.Fprintln(os.Stderr, "gave up without accepting")
+			return 1
+		}
+	case "leftover":
+		// A server from an earlier generation, still accepting on fd 3.
+		l, err := net.FileListener(os.NewFile(3, "listener"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 4
+		}
+		serveHTTP(l, nil)
+		return 0
+	case "switchable":
+		// Reads SV_MODE_FILE at start: "broken" boots for SV_DELAY and
+		// exits 1, anything else serves HTTP.
+		if m, _ := os.ReadFile(os.Getenv("SV_MODE_FILE")); strings.TrimSpace(string(m)) == "broken" {
+			return playRole("boot-fail")
+		}
+		return playRole("http")
 	case "boot-fail":
 		// A server that boots for SV_DELAY, then dies of a broken app.
 		fmt.Println("booting")

@@ -39,6 +39,8 @@ type proc struct {
 	abandoned bool // survived SIGKILL; given up on
 
 	statusText  string // last STATUS= it sent
+	mainPID     int    // where signals go: pid, or what MAINPID= named
+	reloading   bool   // RELOADING=1 without READY=1 since
 	cancelProbe context.CancelFunc
 	goneCh      chan struct{} // closed when gone; ends its timers early
 
@@ -153,7 +155,7 @@ func (b *Backend) startProcess(in *instance) (*proc, error) {
 		return nil, fmt.Errorf("starting %s through the exec shim %s: %w", cmd.argv[0], b.exe, err)
 	}
 	now := b.clock.Now()
-	p := &proc{inst: in, pid: pid, started: now, deadline: now.Add(b.cfg.Ready.Timeout), goneCh: make(chan struct{}), outDone: make(chan struct{})}
+	p := &proc{inst: in, pid: pid, mainPID: pid, started: now, deadline: now.Add(b.cfg.Ready.Timeout), goneCh: make(chan struct{}), outDone: make(chan struct{})}
 	b.log.Info("started", "instance", in.idx, "pid", pid, "command", strings.Join(cmd.argv, " "))
 	b.forward(p, outR, "stdout")
 	b.forward(p, errR, "stderr")
@@ -335,25 +337,38 @@ func waitSocket(ctx context.Context, path string) error {
 // writeStateFiles writes generated files atomically into the state
 // directory, readable by the backend's group only.
 func (b *Backend) writeStateFiles(files map[string]string) error {
+	if err := b.ensureStateDir(); err != nil {
+		return err
+	}
+	root := os.Geteuid() == 0
+	for name, content := range files {
+		if err := writeAtomic(filepath.Join(b.stateDir, name), []byte(content), b.cfg.GID, root); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureStateDir creates the backend's private directory, root:<its
+// group> 0750: only root and the backend reach what is inside (generated
+// configs, the notify socket).
+func (b *Backend) ensureStateDir() error {
 	if err := os.MkdirAll(filepath.Dir(b.stateDir), 0o755); err != nil {
 		return fmt.Errorf("creating state directory %s: %w", filepath.Dir(b.stateDir), err)
 	}
 	if err := os.Mkdir(b.stateDir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("creating state directory %s: %w", b.stateDir, err)
 	}
-	root := os.Geteuid() == 0
-	if root {
+	if fi, err := os.Lstat(b.stateDir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("state directory %s is not a directory (%v); remove it", b.stateDir, err)
+	}
+	if os.Geteuid() == 0 {
 		if err := os.Chown(b.stateDir, 0, b.cfg.GID); err != nil {
 			return fmt.Errorf("setting the group of %s: %w", b.stateDir, err)
 		}
 	}
 	if err := os.Chmod(b.stateDir, 0o750); err != nil {
 		return fmt.Errorf("setting the mode of %s: %w", b.stateDir, err)
-	}
-	for name, content := range files {
-		if err := writeAtomic(filepath.Join(b.stateDir, name), []byte(content), b.cfg.GID, root); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -5,9 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
+	"github.com/sockvisor/sockvisor/supervisor/config"
+	"github.com/sockvisor/sockvisor/supervisor/sockdiag"
 )
 
 // asStartError fails the test unless err is a *StartError wrapping
@@ -67,5 +75,144 @@ func TestOutputTailBounds(t *testing.T) {
 	got := tl.lines()
 	if len(got) != TailLines || got[0] != fmt.Sprint(2*TailLines+1) || len(got[TailLines-1]) != TailLineBytes {
 		t.Errorf("tail has %d lines, first %q, last %d bytes; want %d lines, the newest, each at most %d bytes", len(got), got[0], len(got[len(got)-1]), TailLines, TailLineBytes)
+	}
+}
+
+// userOwn runs b as the test's user when the test is not root.
+func userOwn(b *config.Backend) {
+	if os.Geteuid() != 0 {
+		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
+	}
+}
+
+// startLeftover starts a process outside any backend that serves HTTP on
+// sock, as one left by a crashed sockvisor would, and waits until it
+// answers.
+func startLeftover(t *testing.T, e *env, sock Socket) int {
+	t.Helper()
+	cmd := exec.Command(e.exe)
+	cmd.Env = []string{"SV_ROLE=leftover"}
+	cmd.ExtraFiles = []*os.File{sock.File()}
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	testutil.StartGroup(t, cmd)
+	want := fmt.Sprintf("pid=%d ", cmd.Process.Pid)
+	if got := fetch(t, sock.Path(), "/whoami"); !strings.HasPrefix(got, want) {
+		t.Fatalf("leftover answers %q; want %q", got, want)
+	}
+	return cmd.Process.Pid
+}
+
+// TestLeftoverIsNotReadiness: on a socket a leftover process still
+// accepts on, a first start whose process never accepts is not ready (the
+// leftover's answers do not count), and one whose process serves is.
+func TestLeftoverIsNotReadiness(t *testing.T) {
+	t.Run("never-accepts", func(t *testing.T) {
+		e := newEnv(t)
+		cfg := e.parse(fmt.Sprintf(`backend "app" {
+command = [%q]
+environment = { SV_ROLE = "silent" }
+mount = ""
+ready { timeout = "2s" }
+restart { min_delay = "30s" }
+}
+`, e.exe))
+		b := cfg.Backends[0]
+		userOwn(b)
+		socks := e.sockets(b)
+		startLeftover(t, e, socks[0])
+		be := e.start(b, socks, Options{})
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		err := be.WaitReady(ctx)
+		se := asStartError(t, err)
+		if se.Exit != nil || !strings.Contains(err.Error(), "accepted by processes outside the new process group") {
+			t.Errorf("WaitReady: %v; want not ready, naming the foreign acceptor", err)
+		}
+		if st := be.Status(); st.Ready {
+			t.Errorf("status %+v; want not ready", st)
+		}
+	})
+	t.Run("serves", func(t *testing.T) {
+		e := newEnv(t)
+		cfg := e.parse(fmt.Sprintf(`backend "app" {
+command = [%q]
+environment = { SV_ROLE = "http" }
+mount = ""
+ready { timeout = "10s" }
+}
+`, e.exe))
+		b := cfg.Backends[0]
+		userOwn(b)
+		socks := e.sockets(b)
+		startLeftover(t, e, socks[0])
+		be := e.start(b, socks, Options{})
+		waitReady(t, be, 15*time.Second)
+	})
+}
+
+// queuedProbes samples the listen queue of sock until stop and returns the
+// most connections it ever held.
+func queuedProbes(t *testing.T, sock Socket, stop <-chan struct{}) <-chan int {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(sock.File().Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan int, 1)
+	go func() {
+		most := 0
+		for {
+			if pend, err := sockdiag.Pending(st.Ino); err == nil && len(pend) > most {
+				most = len(pend)
+			}
+			select {
+			case <-stop:
+				out <- most
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return out
+}
+
+// TestProbesDoNotPileUp: behind processes that never accept, whether one
+// waits out ready.timeout or each crashes after a while, the listen queue
+// never holds more than one probe connection.
+func TestProbesDoNotPileUp(t *testing.T) {
+	for _, c := range []struct{ name, delay, timeout string }{
+		{"stuck", "1m", "1s"},
+		{"crash-loop", "300ms", "30s"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			cfg := e.parse(fmt.Sprintf(`backend "app" {
+command = [%q]
+environment = { SV_ROLE = "silent", SV_DELAY = %q }
+mount = ""
+ready { timeout = %q }
+restart {
+  min_delay = "50ms"
+  max_delay = "100ms"
+}
+}
+`, e.exe, c.delay, c.timeout))
+			b := cfg.Backends[0]
+			userOwn(b)
+			socks := e.sockets(b)
+			stop := make(chan struct{})
+			most := queuedProbes(t, socks[0], stop)
+			be := e.start(b, socks, Options{})
+			time.Sleep(3500 * time.Millisecond)
+			close(stop)
+			st := be.Status()
+			if n := <-most; n > 1 {
+				t.Errorf("listen queue held %d connections; want at most 1 probe", n)
+			}
+			if st.Ready || st.Restarts < 2 {
+				t.Errorf("status %+v; want not ready after at least 2 failed starts", st)
+			}
+			t.Logf("%d failed starts, queue never above 1", st.Restarts)
+		})
 	}
 }
