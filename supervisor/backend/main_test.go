@@ -95,6 +95,24 @@ func playRole(role string) int {
 			return 1
 		}
 		return 0
+	case "notify-flood":
+		// Sends SV_COUNT datagrams to SV_NOTIFY claiming uid SV_UID (root
+		// may claim any).
+		n, _ := strconv.Atoi(os.Getenv("SV_COUNT"))
+		uid, _ := strconv.Atoi(os.Getenv("SV_UID"))
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return 1
+		}
+		oob := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(uid), Gid: uint32(uid)})
+		to := &unix.SockaddrUnix{Name: os.Getenv("SV_NOTIFY")}
+		for range n {
+			if err := unix.Sendmsg(fd, []byte("STATUS=flood\nREADY=1"), oob, to, 0); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
+		return 0
 	case "notifier":
 		return notifier()
 	case "boot-fail":

@@ -274,3 +274,81 @@ func TestNotifyClients(t *testing.T) {
 		})
 	}
 }
+
+// TestNotifySweepsStale: a notify socket a crashed sockvisor left behind
+// (a file nobody reads) is removed; a live one is kept.
+func TestNotifySweepsStale(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	stale := filepath.Join(dir, notifyPrefix+"dead.sock")
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: stale}); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	b := &config.Backend{UID: os.Getuid(), GID: os.Getgid()}
+	live, err := listenNotify(dir, b, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	n, err := listenNotify(dir, b, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(stale); err == nil {
+		t.Errorf("stale notify socket %s was kept", stale)
+	}
+	if _, err := os.Lstat(live.addr); err != nil {
+		t.Errorf("live notify socket %s was removed: %v", live.addr, err)
+	}
+	n.Close()
+	if _, err := os.Lstat(n.addr); err == nil {
+		t.Errorf("Close left %s behind", n.addr)
+	}
+}
+
+// TestMeasureNotifyFlood reports the CPU sockvisor spends on a flood of
+// datagrams with foreign credentials (dropped before parsing) and with the
+// backend's (parsed). Run it with SV_MEASURE=1.
+func TestMeasureNotifyFlood(t *testing.T) {
+	if os.Getenv("SV_MEASURE") == "" {
+		t.Skip("set SV_MEASURE=1 to measure")
+	}
+	testutil.NeedRoot(t)
+	e := newEnv(t)
+	const count = 100000
+	for _, c := range []struct {
+		name string
+		uid  int
+	}{{"foreign uid", 12345}, {"backend uid", 4242}} {
+		n, err := listenNotify(e.dir, &config.Backend{UID: 4242, GID: 4242}, hclog.NewNullLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got int
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			n.read(func(int, map[string]string) { got++ })
+		}()
+		var before, after unix.Rusage
+		unix.Getrusage(unix.RUSAGE_SELF, &before)
+		start := time.Now()
+		cmd := exec.Command(e.exe)
+		cmd.Env = []string{"SV_ROLE=notify-flood", "SV_NOTIFY=" + n.addr, fmt.Sprint("SV_COUNT=", count), fmt.Sprint("SV_UID=", c.uid)}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("flood: %v %s", err, out)
+		}
+		time.Sleep(200 * time.Millisecond) // the reader drains the queue
+		unix.Getrusage(unix.RUSAGE_SELF, &after)
+		took := time.Since(start)
+		n.Close()
+		<-done
+		cpu := time.Duration(after.Utime.Nano()+after.Stime.Nano()-before.Utime.Nano()-before.Stime.Nano()) * time.Nanosecond
+		fmt.Fprintf(os.Stderr, "MEASURE notify flood, %s: %d datagrams in %v, %d delivered, %d dropped, reader CPU %v (%.2f µs each)\n",
+			c.name, count, took.Round(time.Millisecond), got, n.dropped.Load(), cpu.Round(time.Millisecond), float64(cpu.Microseconds())/count)
+	}
+}
