@@ -113,6 +113,26 @@ func playRole(role string) int {
 			}
 		}
 		return 0
+	case "setsid-parent":
+		// Accepts nothing itself: a child in a session (and group) of its
+		// own serves fd 3, as a server that setsid's its workers does.
+		exe, _ := os.Executable()
+		child, err := syscall.ForkExec(exe, []string{exe}, &syscall.ProcAttr{
+			Env:   []string{"SV_ROLE=leftover"},
+			Files: []uintptr{0, 1, 2, 3},
+			Sys:   &syscall.SysProcAttr{Setsid: true},
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 5
+		}
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		<-sig
+		syscall.Kill(child, syscall.SIGTERM)
+		var ws syscall.WaitStatus
+		syscall.Wait4(child, &ws, 0, nil)
+		return 0
 	case "notifier":
 		return notifier()
 	case "boot-fail":

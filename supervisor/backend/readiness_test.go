@@ -216,3 +216,20 @@ restart {
 		})
 	}
 }
+
+// TestDescendantOutsideGroup: a worker that left the new process's group
+// (setsid) but descends from it proves readiness; nothing else answers.
+func TestDescendantOutsideGroup(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.parse(fmt.Sprintf(`backend "app" {
+command = [%q]
+environment = { SV_ROLE = "setsid-parent" }
+mount = ""
+ready { timeout = "10s" }
+}
+`, e.exe))
+	b := cfg.Backends[0]
+	userOwn(b)
+	be := e.start(b, e.sockets(b), Options{})
+	waitReady(t, be, 15*time.Second)
+}

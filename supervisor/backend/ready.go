@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/probe"
 	"github.com/sockvisor/sockvisor/supervisor/sockdiag"
@@ -21,8 +22,9 @@ import (
 // it, and whoever accepts the probe answers it. So a probe connects and
 // sends nothing until it knows who accepted the connection: sock_diag on
 // our end names the peer socket's inode (0 while the connection still
-// waits in the listen queue), and /proc/PID/fd of the new process's group
-// (pgid == its pid) must hold socket:[peer]. Only then is the protocol
+// waits in the listen queue), and /proc/PID/fd of a process of the new
+// generation (its group, pgid == its pid, or a descendant that left the
+// group) must hold socket:[peer]. Only then is the protocol
 // probe sent on that connection; a connection another process accepted is
 // closed unused (that process sees an empty connection) and a new one is
 // tried at the next interval.
@@ -248,11 +250,11 @@ func connInode(conn *net.UnixConn) (uint64, error) {
 	return st.Ino, serr
 }
 
-// groupHolds reports whether a live process of group pgid has the socket
-// with inode ino open.
-func groupHolds(pgid int, ino uint64) bool {
+// groupHolds reports whether a process of the new generation started as
+// pid has the socket with inode ino open.
+func groupHolds(pid int, ino uint64) bool {
 	want := "socket:[" + strconv.FormatUint(ino, 10) + "]"
-	for _, pid := range groupMembers(pgid) {
+	for _, pid := range generation(pid) {
 		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
 		ents, err := os.ReadDir(dir)
 		if err != nil {
@@ -265,6 +267,51 @@ func groupHolds(pgid int, ino uint64) bool {
 		}
 	}
 	return false
+}
+
+// generation lists the live processes that belong to the process started
+// as pid: its process group (pgid == pid), plus its descendants that left
+// the group (a server that setsid's its workers). An old generation is
+// never among them: it is neither in the new group nor below the new
+// process. One pass over /proc.
+func generation(pid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	inGroup := map[int]bool{}
+	parent := map[int]int{} // the others
+	for _, e := range ents {
+		q, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := procfs.ReadStat(q)
+		if err != nil || st.Zombie() {
+			continue
+		}
+		if st.PGID == pid {
+			inGroup[q] = true
+			out = append(out, q)
+		} else {
+			parent[q] = st.PPID
+		}
+	}
+	for q, pp := range parent {
+		for depth := 0; pp > 1 && depth < 64; depth++ {
+			if pp == pid || inGroup[pp] {
+				out = append(out, q)
+				break
+			}
+			next, ok := parent[pp]
+			if !ok {
+				break
+			}
+			pp = next
+		}
+	}
+	return out
 }
 
 // exchange runs the protocol probe on a connection the new group accepted.
