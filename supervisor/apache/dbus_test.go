@@ -189,6 +189,14 @@ func TestDBusStart(t *testing.T) {
 	if err := r2.Start(context.Background()); err == nil {
 		t.Fatal("Start succeeded on a failed job")
 	}
+	// The job succeeds but the unit is not active: the error says so,
+	// without a trailing ": <nil>".
+	f3 := &fakeSystemd{t: t, states: []string{"failed"}, pids: []uint32{0}, result: "done"}
+	r3, _ := fakeReloader(f3)
+	err := r3.Start(context.Background())
+	if err == nil || strings.Contains(err.Error(), "<nil>") || !strings.Contains(err.Error(), `is "failed" after its start job`) {
+		t.Fatalf("Start of a unit that stays failed = %v", err)
+	}
 }
 
 // TestDBusNoSystemd: without a bus (this host has no systemd) the error
