@@ -145,6 +145,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	defer d.housekeep(ctx)()
 	if cfg.MetricsListen != "" {
 		stop, err := d.serveMetrics(ctx, cfg.MetricsListen, metrics)
 		if err != nil {
@@ -197,6 +198,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 func (d *Daemon) start(ctx context.Context) error {
 	cfg := d.cfg
 	stored := storedSockets(d.log)
+	d.takeBackSockets(cfg, stored) // without systemd, after a crash
 	if err := d.provisionSockets(ctx, cfg, inherited(cfg), stored, true); err != nil {
 		return err
 	}
@@ -273,7 +275,9 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 	var created []*sockets.Listener
 	for _, s := range specs {
 		var l *sockets.Listener
+		var adopted *os.File
 		if f, ok := stored[s.Name]; ok {
+			adopted = f
 			delete(stored, s.Name)
 			l, err = sockets.Adopt(cfg, s, f, log)
 			if err != nil {
@@ -296,6 +300,7 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 				log.Warn("could not hand the socket to systemd's fd store", "socket", s.Name, "error", err)
 			}
 		}
+		d.keepStored(l, adopted)
 		created = append(created, l)
 	}
 	d.mu.Lock()
@@ -399,6 +404,7 @@ func (d *Daemon) shutdown() {
 	d.procs = map[string]*proc{}
 	d.mu.Unlock()
 	d.stopProcs(ps)
+	d.removeState()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// Closing keeps the files: Apache's connects queue until the next start
