@@ -2,7 +2,11 @@ package procfs
 
 import (
 	"os"
+	"sort"
 	"strconv"
+	"strings"
+	"sync"
+	"time"
 )
 
 // Holder is one open descriptor of a process, as /proc/PID/fd/FD names it.
@@ -86,4 +90,84 @@ func PIDs(hs []Holder) []int {
 		}
 	}
 	return out
+}
+
+// snapshot is one scan of every process's socket and pipe descriptors.
+type snapshot struct {
+	started time.Time
+	byLink  map[string][]Holder
+}
+
+var snap struct {
+	mu   sync.Mutex // held for a whole scan: concurrent callers share it
+	last *snapshot
+}
+
+// HoldersSince is Holders from a scan that began at or after since, shared
+// by concurrent callers: when many backends stop at once, each needs a scan
+// taken after its own processes ended, and one full scan of /proc serves
+// all those that wait for it instead of each reading every fd on the
+// machine.
+func HoldersSince(since time.Time, links map[string]bool) []Holder {
+	if len(links) == 0 {
+		return nil
+	}
+	snap.mu.Lock()
+	s := snap.last
+	if s == nil || s.started.Before(since) {
+		s = scanAll()
+		snap.last = s
+		// Only callers arriving about now can use it; do not keep a map of
+		// every descriptor on the machine around for months.
+		time.AfterFunc(2*time.Second, func() {
+			snap.mu.Lock()
+			defer snap.mu.Unlock()
+			if snap.last == s {
+				snap.last = nil
+			}
+		})
+	}
+	snap.mu.Unlock()
+	var out []Holder
+	for l := range links {
+		out = append(out, s.byLink[l]...)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].PID < out[j].PID || out[i].PID == out[j].PID && out[i].FD < out[j].FD
+	})
+	return out
+}
+
+// scanAll reads every socket and pipe descriptor in /proc.
+func scanAll() *snapshot {
+	s := &snapshot{started: time.Now(), byLink: map[string][]Holder{}}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return s
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		dir := "/proc/" + e.Name() + "/fd/"
+		f, err := os.Open(dir)
+		if err != nil {
+			continue
+		}
+		names, _ := f.Readdirnames(-1)
+		f.Close()
+		for _, n := range names {
+			link, err := os.Readlink(dir + n)
+			if err != nil || !(strings.HasPrefix(link, "socket:[") || strings.HasPrefix(link, "pipe:[")) {
+				continue
+			}
+			fd, err := strconv.Atoi(n)
+			if err != nil {
+				continue
+			}
+			s.byLink[link] = append(s.byLink[link], Holder{PID: pid, FD: fd, Link: link})
+		}
+	}
+	return s
 }

@@ -74,8 +74,9 @@ type stray struct {
 }
 
 // findStrays lists the processes outside every live group of ours that
-// hold one of the backend's sockets or output pipes.
-func (b *Backend) findStrays() []stray {
+// hold one of the backend's sockets or output pipes, from a /proc scan that
+// began after since (shared with other backends stopping at the same time).
+func (b *Backend) findStrays(since time.Time) []stray {
 	links := map[string]bool{}
 	b.strays.mu.Lock()
 	for l := range b.strays.pipes {
@@ -93,7 +94,7 @@ func (b *Backend) findStrays() []stray {
 	self := os.Getpid()
 	seen := map[int]bool{}
 	var out []stray
-	for _, h := range procfs.Holders(links) {
+	for _, h := range procfs.HoldersSince(since, links) {
 		if h.PID == self || seen[h.PID] {
 			continue
 		}
@@ -139,7 +140,7 @@ func socketInode(f *os.File) (uint64, bool) {
 // strayPIDs lists the pids of the strays, for log messages.
 func (b *Backend) strayPIDs() []int {
 	var out []int
-	for _, s := range b.findStrays() {
+	for _, s := range b.findStrays(time.Now()) {
 		out = append(out, s.pid)
 	}
 	return out
@@ -150,7 +151,7 @@ func (b *Backend) strayPIDs() []int {
 // bounded wait (killWait); strays that survive even that are logged. Owner
 // goroutine only, once every group it started is gone.
 func (b *Backend) stopStrays() {
-	ss := b.findStrays()
+	ss := b.findStrays(time.Now())
 	if len(ss) == 0 {
 		return
 	}

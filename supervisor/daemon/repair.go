@@ -42,6 +42,7 @@ func (d *Daemon) housekeep(ctx context.Context) (stop func()) {
 	done := make(chan struct{})
 	w := &stateWriter{}
 	d.saveState(w)
+	failing := map[string]string{} // socket path -> last repair error logged
 	go func() {
 		defer close(done)
 		t := time.NewTicker(housekeepInterval)
@@ -52,7 +53,7 @@ func (d *Daemon) housekeep(ctx context.Context) (stop func()) {
 				return
 			case <-t.C:
 			}
-			d.repairDead(ctx)
+			d.repairDead(ctx, failing)
 			d.saveState(w)
 		}
 	}()
@@ -69,7 +70,7 @@ func (d *Daemon) saveState(w *stateWriter) {
 		}
 		w.path, w.last = path, nil
 	}
-	st, err := d.currentState()
+	st, err := d.currentState(w)
 	if err == nil {
 		err = w.write(st)
 	}
@@ -95,7 +96,9 @@ func (d *Daemon) removeState() {
 // new one. A Gunicorn master, for one, never exits when its workers fail
 // in accept, so waiting for an exit (EnsurePath) is not enough. It skips
 // the round while a reload, restart or shutdown holds reloadMu.
-func (d *Daemon) repairDead(ctx context.Context) {
+// A socket that cannot be replaced is logged again only when the error
+// changes (failing remembers the last one per path).
+func (d *Daemon) repairDead(ctx context.Context, failing map[string]string) {
 	if !d.reloadMu.TryLock() {
 		return
 	}
@@ -117,8 +120,13 @@ func (d *Daemon) repairDead(ctx context.Context) {
 			}
 			ok, err := l.Repair()
 			if err != nil {
-				d.log.Error("listening socket is dead and could not be replaced", "backend", p.cfg.Name, "error", err)
+				if failing[l.Path()] != err.Error() {
+					d.log.Error("listening socket is dead and could not be replaced", "backend", p.cfg.Name, "error", err)
+				}
+				failing[l.Path()] = err.Error()
+				continue
 			}
+			delete(failing, l.Path())
 			replaced = replaced || ok
 		}
 		if !replaced {

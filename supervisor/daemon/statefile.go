@@ -65,29 +65,48 @@ func statePath(stateDir, socketDir string) string {
 	return filepath.Join(stateDir, fmt.Sprintf("sockvisor-%016x.json", h.Sum64()))
 }
 
-// currentState describes this sockvisor now.
-func (d *Daemon) currentState() (runState, error) {
-	self, err := procfs.ReadStat(os.Getpid())
-	if err != nil {
-		return runState{}, fmt.Errorf("reading sockvisor's own start time: %w", err)
+// currentState describes this sockvisor now. It reads /proc only for
+// processes w has not seen yet, so that checking for a change twice a
+// second costs next to nothing with hundreds of backends.
+func (d *Daemon) currentState(w *stateWriter) (runState, error) {
+	if w.selfStart == 0 {
+		self, err := procfs.ReadStat(os.Getpid())
+		if err != nil {
+			return runState{}, fmt.Errorf("reading sockvisor's own start time: %w", err)
+		}
+		w.selfStart = self.StartTime
+	}
+	if w.procs == nil {
+		w.procs = map[int]procfs.Stat{}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := runState{Version: stateVersion, PID: os.Getpid(), StartTime: self.StartTime, SocketDir: d.cfg.SocketDir}
+	st := runState{Version: stateVersion, PID: os.Getpid(), StartTime: w.selfStart, SocketDir: d.cfg.SocketDir}
 	for name, l := range d.socks {
 		st.Sockets = append(st.Sockets, stateSocket{Name: name, Path: l.Path(), Inode: l.Inode()})
 	}
 	sort.Slice(st.Sockets, func(i, j int) bool { return st.Sockets[i].Name < st.Sockets[j].Name })
+	seen := map[int]bool{}
 	for name, p := range d.procs {
 		for _, in := range p.p.Status().Instances {
 			if in.PID == 0 {
 				continue
 			}
-			ps, err := procfs.ReadStat(in.PID)
-			if err != nil {
-				continue
+			ps, ok := w.procs[in.PID]
+			if !ok {
+				var err error
+				if ps, err = procfs.ReadStat(in.PID); err != nil {
+					continue
+				}
+				w.procs[in.PID] = ps
 			}
+			seen[in.PID] = true
 			st.Processes = append(st.Processes, stateProc{Backend: name, Instance: in.Instance, PID: in.PID, PGID: ps.PGID, StartTime: ps.StartTime})
+		}
+	}
+	for pid := range w.procs {
+		if !seen[pid] {
+			delete(w.procs, pid)
 		}
 	}
 	sort.Slice(st.Processes, func(i, j int) bool {
@@ -102,6 +121,9 @@ type stateWriter struct {
 	path    string
 	last    []byte
 	lastErr string
+	// selfStart and procs cache /proc reads across calls of currentState.
+	selfStart uint64
+	procs     map[int]procfs.Stat
 }
 
 func (w *stateWriter) write(st runState) error {
@@ -237,6 +259,11 @@ func (d *Daemon) takeBackSockets(cfg *config.Config, stored map[string]*os.File)
 		}
 		d.log.Info("took the socket back from a backend a crashed sockvisor left running", "socket", s.Path, "pid", from, "previous_sockvisor", prev.PID)
 		stored[s.Name] = f
+		// Under systemd, whose fd store had lost it: keep it there again.
+		d.notify.Forget(s.Name)
+		if err := d.notify.Store(s.Name, f); err != nil {
+			d.log.Warn("could not hand the socket to systemd's fd store", "socket", s.Name, "error", err)
+		}
 	}
 }
 
