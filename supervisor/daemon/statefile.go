@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -185,14 +187,29 @@ func writeAtomic(path string, data []byte) error {
 	return nil
 }
 
-// readState reads a state file; a missing one is (nil, nil).
+// readState reads a state file; a missing one is (nil, nil). The file
+// decides which processes get their sockets taken and are then stopped, so
+// it must be a regular file of our own user that nobody else can write.
 func readState(path string) (*runState, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
+		return nil, fmt.Errorf("cannot open state file %s (%w); remove it if it is not a regular file", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
 		return nil, err
+	}
+	sys, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.Mode().IsRegular() || !ok || int(sys.Uid) != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("state file %s is not a regular file owned by uid %d and writable only by it (mode %v); remove it", path, os.Geteuid(), fi.Mode())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("reading state file %s: %w", path, err)
 	}
 	var st runState
 	if err := json.Unmarshal(b, &st); err != nil {

@@ -59,3 +59,36 @@ func TestStateFileFollowsTheDaemon(t *testing.T) {
 		t.Errorf("state file left after a clean stop: %v", err)
 	}
 }
+
+// A state file anyone else could have written is never trusted, and
+// writing never replaces something that is not a regular file.
+func TestStateFileRefusesForeignFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sockvisor-x.json")
+	if st, err := readState(path); st != nil || err != nil {
+		t.Fatalf("missing state file = %v, %v", st, err)
+	}
+	if err := writeAtomic(path, []byte(`{"version": 1, "pid": 1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := readState(path); err != nil || st == nil || st.PID != 1 {
+		t.Fatalf("readState = %+v, %v", st, err)
+	}
+	os.Chmod(path, 0o666)
+	if _, err := readState(path); err == nil {
+		t.Error("a world-writable state file was trusted")
+	}
+	os.Remove(path)
+	if err := os.Symlink("/etc/passwd", path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readState(path); err == nil {
+		t.Error("a symlinked state file was followed")
+	}
+	if err := writeAtomic(path, []byte("{}")); err == nil {
+		t.Error("writeAtomic replaced a symlink")
+	}
+	if b, _ := os.ReadFile("/etc/passwd"); len(b) < 10 {
+		t.Fatal("/etc/passwd damaged?")
+	}
+}
