@@ -3,8 +3,10 @@
 // for the life of the process.
 //
 // Invariants: a socket's file and inode never disappear while its backend is
-// configured (sockets are adopted from systemd's fd store when present, and
-// closing never unlinks); config reloads are serialized and transactional:
+// configured (sockets are adopted from systemd's fd store when present, or
+// taken back from a crashed sockvisor's backends, and closing never
+// unlinks), unless a backend shut the socket down: then a new one replaces
+// it at the same path (repair.go); config reloads are serialized and transactional:
 // everything new is provisioned and ready before anything old is stopped, and
 // a failed reload leaves the previous generation serving untouched.
 package daemon
