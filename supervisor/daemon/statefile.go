@@ -213,7 +213,7 @@ func readState(path string) (*runState, error) {
 	}
 	var st runState
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("state file %s is not valid JSON (%v); remove it if no sockvisor is running", path, err)
+		return nil, fmt.Errorf("state file %s is not valid JSON, so it is ignored; remove it if no sockvisor is running: %w", path, err)
 	}
 	if st.Version != stateVersion {
 		return nil, nil
