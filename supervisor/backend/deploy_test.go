@@ -161,7 +161,7 @@ func TestBrokenDeploy(t *testing.T) {
 	testutil.NeedRoot(t)
 	for _, c := range deployCases {
 		t.Run(c.name, func(t *testing.T) {
-			testutil.NeedInstalled(t, c.bins...)
+			testutil.NeedBinary(t, c.bins...)
 			e := newEnv(t)
 			c.good(t, e)
 			cfg := e.parse(fmt.Sprintf("backend \"app\" {\n%s\nmount = \"\"\nstop_timeout = \"10s\"\nready { timeout = \"30s\" }\n}\n", c.hcl(e)))

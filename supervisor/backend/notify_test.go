@@ -246,7 +246,7 @@ func TestNotifyClients(t *testing.T) {
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			testutil.NeedInstalled(t, c.bins...)
+			testutil.NeedBinary(t, c.bins...)
 			e := newEnv(t)
 			copyFile(t, filepath.Join("testdata", "notify.py"), filepath.Join(e.dir, "notify.py"), 0o644)
 			copyFile(t, filepath.Join("testdata", "config.ru"), filepath.Join(e.dir, "config.ru"), 0o644)

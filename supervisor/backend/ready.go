@@ -253,20 +253,7 @@ func connInode(conn *net.UnixConn) (uint64, error) {
 // groupHolds reports whether a process of the new generation started as
 // pid has the socket with inode ino open.
 func groupHolds(pid int, ino uint64) bool {
-	want := "socket:[" + strconv.FormatUint(ino, 10) + "]"
-	for _, pid := range generation(pid) {
-		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			continue // gone meanwhile
-		}
-		for _, e := range ents {
-			if l, err := os.Readlink(dir + e.Name()); err == nil && l == want {
-				return true
-			}
-		}
-	}
-	return false
+	return len(procfs.HoldersIn(generation(pid), map[string]bool{procfs.SocketLink(ino): true})) > 0
 }
 
 // generation lists the live processes that belong to the process started
