@@ -31,6 +31,8 @@ type deployCase struct {
 	tail string
 	// procs is how many processes the group has once fully booted.
 	procs int
+	// reload deploys with Reload (reload_signal = "replace").
+	reload bool
 }
 
 func writeFile(t *testing.T, path, content string) {
@@ -59,6 +61,22 @@ command = [%q, "--workers", "2", "--chdir", %q, "app:app"]`, gunicornBin, e.dir)
 		// Every worker must have imported the good app before it is
 		// broken: a gunicorn without --preload imports it in each worker
 		// it (re)spawns, so a late worker of the old one would die too.
+		procs: 3,
+	},
+	{
+		// With --preload the arbiter imports the app itself.
+		name: "gunicorn-preload", bins: []string{gunicornBin},
+		hcl: func(e *env) string {
+			return fmt.Sprintf(`preset = "gunicorn"
+command = [%q, "--preload", "--workers", "2", "--chdir", %q, "app:app"]`, gunicornBin, e.dir)
+		},
+		good: func(t *testing.T, e *env) {
+			copyFile(t, filepath.Join("testdata", "app.py"), filepath.Join(e.dir, "app.py"), 0o644)
+		},
+		broken: func(t *testing.T, e *env) {
+			writeFile(t, filepath.Join(e.dir, "app.py"), "raise RuntimeError('broken app')\n")
+		},
+		tail:  "broken app",
 		procs: 3,
 	},
 	{
@@ -100,6 +118,18 @@ environment = { SV_ROLE = "switchable", SV_MODE_FILE = %q, SV_DELAY = "3s" }`, e
 		broken: func(t *testing.T, e *env) { writeFile(t, filepath.Join(e.dir, "mode"), "broken\n") },
 		tail:   "RuntimeError: broken app",
 	},
+	{
+		// The same through Reload with reload_signal = "replace".
+		name: "generic-reload", reload: true,
+		hcl: func(e *env) string {
+			return fmt.Sprintf(`command = [%q]
+reload_signal = "replace"
+environment = { SV_ROLE = "switchable", SV_MODE_FILE = %q, SV_DELAY = "3s" }`, e.exe, filepath.Join(e.dir, "mode"))
+		},
+		good:   func(t *testing.T, e *env) { writeFile(t, filepath.Join(e.dir, "mode"), "good\n") },
+		broken: func(t *testing.T, e *env) { writeFile(t, filepath.Join(e.dir, "mode"), "broken\n") },
+		tail:   "RuntimeError: broken app",
+	},
 }
 
 var servedPID = regexp.MustCompile(`^(?:ok |pid=)(\d+)`)
@@ -121,7 +151,8 @@ func servedBy(t *testing.T, path string) int {
 	return st.PGID
 }
 
-// TestBrokenDeploy: for each server, a Restart onto a broken app fails
+// TestBrokenDeploy: for each server, a Restart (or Reload that replaces)
+// onto a broken app fails
 // fast (well under ready.timeout) with the exit status and the server's
 // own last words, while the old process keeps its pid and serves every
 // request; a Restart onto a good app then replaces it and the new process
@@ -130,7 +161,7 @@ func TestBrokenDeploy(t *testing.T) {
 	testutil.NeedRoot(t)
 	for _, c := range deployCases {
 		t.Run(c.name, func(t *testing.T) {
-			testutil.NeedInstalled(t, c.bins...)
+			testutil.NeedBinary(t, c.bins...)
 			e := newEnv(t)
 			c.good(t, e)
 			cfg := e.parse(fmt.Sprintf("backend \"app\" {\n%s\nmount = \"\"\nstop_timeout = \"10s\"\nready { timeout = \"30s\" }\n}\n", c.hcl(e)))
@@ -154,8 +185,12 @@ func TestBrokenDeploy(t *testing.T) {
 			stop := make(chan struct{})
 			res, wait := runLoad(2, httpRequester(path, "/"), stop)
 			start := time.Now()
+			deploy := be.Restart
+			if c.reload {
+				deploy = be.Reload
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			err := be.Restart(ctx)
+			err := deploy(ctx)
 			cancel()
 			took := time.Since(start)
 			time.Sleep(300 * time.Millisecond)
@@ -185,8 +220,8 @@ func TestBrokenDeploy(t *testing.T) {
 			c.good(t, e)
 			ctx, cancel = context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			if err := be.Restart(ctx); err != nil {
-				t.Fatalf("Restart onto the good app: %v", err)
+			if err := deploy(ctx); err != nil {
+				t.Fatalf("deploying the good app: %v", err)
 			}
 			st := be.Status()
 			if st.PID == old || !st.Ready {

@@ -232,6 +232,7 @@ func (b *Backend) forward(p *proc, f *os.File, stream string) {
 		defer b.output.Done()
 		defer p.outputs.Done()
 		defer f.Close()
+		defer b.strays.track(f)()
 		r := bufio.NewReaderSize(f, maxLine)
 		for {
 			line, err := r.ReadSlice('\n')

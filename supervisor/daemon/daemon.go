@@ -3,8 +3,10 @@
 // for the life of the process.
 //
 // Invariants: a socket's file and inode never disappear while its backend is
-// configured (sockets are adopted from systemd's fd store when present, and
-// closing never unlinks); config reloads are serialized and transactional:
+// configured (sockets are adopted from systemd's fd store when present, or
+// taken back from a crashed sockvisor's backends, and closing never
+// unlinks), unless a backend shut the socket down: then a new one replaces
+// it at the same path (repair.go); config reloads are serialized and transactional:
 // everything new is provisioned and ready before anything old is stopped, and
 // a failed reload leaves the previous generation serving untouched.
 package daemon
@@ -191,6 +193,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		// Stopped during start-up: never claim readiness.
 		return nil
 	}
+	defer d.housekeep(ctx)()
 	if cfg.MetricsListen != "" {
 		stop, err := d.serveMetrics(ctx, cfg.MetricsListen, metrics)
 		if err != nil {
@@ -239,13 +242,15 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 // backend is not ready (see commitUnready).
 func (d *Daemon) start(ctx context.Context) error {
 	cfg := d.cfg
+	stored := storedSockets(d.log)
+	d.takeBackSockets(cfg, stored) // without systemd, after a crash
 	a, err := d.opts.Apache(cfg, d.log.Named("apache"))
 	if err != nil {
 		d.log.Error("Apache integration unavailable; backends serve on their sockets", "error", err)
 	} else {
 		d.apache = a
 	}
-	return d.transact(ctx, emptyGeneration(cfg), cfg, storedSockets(d.log))
+	return d.transact(ctx, emptyGeneration(cfg), cfg, stored)
 }
 
 // storedSockets takes the sockets systemd kept in its fd store for us.
@@ -287,7 +292,9 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 	var created []*sockets.Listener
 	for _, s := range specs {
 		var l *sockets.Listener
+		var adopted *os.File
 		if f, ok := stored[s.Name]; ok {
+			adopted = f
 			delete(stored, s.Name)
 			l, err = sockets.Adopt(cfg, s, f, log)
 			if err != nil {
@@ -310,6 +317,7 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 				log.Warn("could not hand the socket to systemd's fd store", "socket", s.Name, "error", err)
 			}
 		}
+		d.keepStored(l, adopted)
 		created = append(created, l)
 	}
 	d.mu.Lock()
@@ -333,9 +341,20 @@ func inherited(cfg *config.Config) []config.Socket {
 }
 
 // listenersFor returns b's listeners, instance 0 first (nil for "self").
-// A socket a running process of the current generation also serves is
-// wrapped in a sharedSocket.
-func (d *Daemon) listenersFor(b *config.Backend) []backend.Socket {
+func (d *Daemon) listenersFor(b *config.Backend) []*sockets.Listener {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]*sockets.Listener, 0, len(b.Sockets))
+	for _, s := range b.Sockets {
+		out = append(out, d.socks[s.Name])
+	}
+	return out
+}
+
+// backendSockets is listenersFor as b's supervisor gets them: a socket a
+// running process of the current generation also serves is wrapped in a
+// sharedSocket.
+func (d *Daemon) backendSockets(b *config.Backend) []backend.Socket {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	holder := map[string]*proc{}
@@ -386,7 +405,7 @@ func (s sharedSocket) SetBlocking() error {
 func (d *Daemon) startProc(cfg *config.Config, b *config.Backend) *proc {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &proc{cfg: b, gen: cfg, cancel: cancel, done: make(chan struct{})}
-	p.p = d.newProcess(cfg, b, d.listenersFor(b))
+	p.p = d.newProcess(cfg, b, d.backendSockets(b))
 	go func() {
 		defer close(p.done)
 		if err := p.p.Run(ctx); err != nil && ctx.Err() == nil {
@@ -457,6 +476,7 @@ func (d *Daemon) shutdown() {
 	d.stopProcs(ps)
 	// A reload cut short by the stop rolls back alongside.
 	d.bg.Wait()
+	d.removeState()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// Closing keeps the files: Apache's connects queue until the next start
