@@ -95,6 +95,7 @@ func Parse(src []byte, filename string) (*Config, error) {
 	}
 	v := &validator{file: filename, pos: pos, nonString: nonString, blocks: blocks}
 	cfg := v.build(&fc)
+	v.literals(f.Body)
 	if len(v.problems) > 0 {
 		return nil, v.problems
 	}
