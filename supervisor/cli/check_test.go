@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sockvisor/sockvisor/internal/testutil"
 )
@@ -46,5 +49,29 @@ func TestCheckUnusableValues(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { checkRefuses(t, c.body, c.pos, c.frag) })
+	}
+}
+
+// Issue [K] item 2 at the CLI: a config nested 100,000 deep is one sentence
+// at file:line:col (it overflowed the stack at 1.1 GB), and --config on a
+// FIFO or /dev/zero is refused at once instead of hanging or growing.
+func TestCheckLimits(t *testing.T) {
+	deep := "backend \"a\" {\n  command = " + strings.Repeat("[", 100_000) + "\"x\"" + strings.Repeat("]", 100_000) + "\n}\n"
+	checkRefuses(t, deep, "2:111", "nest more than 100 levels")
+
+	dir := testutil.ShortDir(t)
+	fifo := filepath.Join(dir, "fifo.hcl")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, kind := range map[string]string{fifo: "named pipe", "/dev/zero": "character device"} {
+		start := time.Now()
+		code, _, errOut := runAs(t, "check", "--config", path)
+		if code != ExitFailure || !strings.Contains(errOut, kind) || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+			t.Errorf("check --config %s: exit %d, %q; want 2 and one sentence naming a %s", path, code, errOut, kind)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("check --config %s took %s", path, took)
+		}
 	}
 }
