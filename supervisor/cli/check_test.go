@@ -75,3 +75,10 @@ func TestCheckLimits(t *testing.T) {
 		}
 	}
 }
+
+// Issue [K] item 1 at the CLI: check refuses a system socket_dir.
+func TestCheckSystemSocketDir(t *testing.T) {
+	for _, dir := range []string{"/etc", "/var", "/run"} {
+		checkRefuses(t, "socket_dir = \""+dir+"\"\ncontrol_socket = \"/srv/sv.ctl\"\n", "1:14", "is a system directory")
+	}
+}

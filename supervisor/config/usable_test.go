@@ -64,3 +64,16 @@ func TestUsableModes(t *testing.T) {
 		}
 	}
 }
+
+// Issue [K] item 1: socket_dir = "/etc", "/var" or "/run" passed check, and
+// run would have re-owned and swept it.
+func TestSystemSocketDir(t *testing.T) {
+	for _, dir := range []string{"/etc", "/var", "/run", "/tmp", "/usr/local/run", "/etc/sockvisor", "/var/lib", "/home", "/lib64", "/run/user", "/run/systemd/x", "/dev/shm"} {
+		wantProblem(t, "socket_dir = \""+dir+"\"\ncontrol_socket = \"/x/sv.ctl\"\n", "1", "is a system directory", "\"/run/sockvisor\"")
+	}
+	for _, dir := range []string{"/run/sockvisor", "/run/sv/a", "/var/lib/app/run", "/srv/www/run", "/tmp/sv1/s"} {
+		if SystemDir(dir) {
+			t.Errorf("SystemDir(%q) = true", dir)
+		}
+	}
+}

@@ -97,9 +97,7 @@ func (v *validator) build(fc *fileConfig) *Config {
 		v.at("socket_dir_mode", "socket_dir_mode %s lets every user write to socket_dir, so anyone could replace a socket; drop the last digit's write bit, e.g. \"2750\"", c.SocketDirMode)
 	}
 	v.absPath("socket_dir", c.SocketDir)
-	if c.SocketDir == "/" {
-		v.at("socket_dir", "socket_dir must not be /; use a directory of its own such as /run/sockvisor")
-	}
+	v.notSystemDir(c.SocketDir)
 	v.absPath("control_socket", c.ControlSocket)
 	v.controlSocketOutside(c)
 	v.usableDirMode(c)
