@@ -1,0 +1,124 @@
+package sockets
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
+)
+
+// TestRenameExchangeRace reproduces issue [K] item 7: while another process
+// swaps socket_dir with a symlink to a decoy directory (renameat2
+// RENAME_EXCHANGE) in a tight loop, a start (PrepareDir, LockDir, Create)
+// either fails or works entirely inside the real socket_dir. Before the fix,
+// 2 of 120 starts escaped: the lock file, or a bound, chowned and linked
+// socket, landed in the decoy. Nothing may ever appear there.
+func TestRenameExchangeRace(t *testing.T) {
+	testutil.NeedRoot(t)
+	base := testutil.ShortDir(t)
+	dir := filepath.Join(base, "s")
+	decoy := filepath.Join(base, "decoy")
+	swap := filepath.Join(base, "swap")
+	mkdir(t, decoy, 0o755, 0, 0)
+	if err := os.Symlink(decoy, swap); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, dir, 1, "")
+	log, _ := testLog()
+	if err := PrepareDir(cfg, log); err != nil {
+		t.Fatal(err)
+	}
+
+	const starts = 1000
+	budget := time.Now().Add(25 * time.Second)
+	var swaps atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 50_000_000; i++ { // bounded, and stopped below
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, swap, unix.RENAME_EXCHANGE) == nil {
+				swaps.Add(1)
+			}
+		}
+	}()
+	stopSwapping := func() {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		close(stop)
+		wg.Wait()
+		// Leave socket_dir at its own name, whichever way the last swap went.
+		if fi, err := os.Lstat(dir); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+			unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, swap, unix.RENAME_EXCHANGE)
+		}
+	}
+	t.Cleanup(stopSwapping)
+
+	spec := cfg.AllSockets()[0]
+	quiet := testQuietLog()
+	var ok, failed, escapes int
+	var escaped []string
+	for i := 0; i < starts && time.Now().Before(budget); i++ {
+		func() {
+			if err := PrepareDir(cfg, quiet); err != nil {
+				failed++
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			release, err := LockDir(ctx, cfg.SocketDir)
+			if err != nil {
+				failed++
+				return
+			}
+			defer release()
+			l, err := Create(cfg, spec, quiet)
+			if err != nil {
+				failed++
+				return
+			}
+			ok++
+			l.Close()
+		}()
+		ents, _ := os.ReadDir(decoy)
+		if len(ents) > 0 {
+			escapes++
+			for _, e := range ents {
+				escaped = append(escaped, e.Name())
+				os.Remove(filepath.Join(decoy, e.Name()))
+			}
+		}
+	}
+	n := swaps.Load()
+	stopSwapping()
+	t.Logf("%d starts: %d succeeded, %d failed cleanly, %d escaped to the decoy %v; %d swaps", ok+failed, ok, failed, escapes, escaped, n)
+	if escapes > 0 {
+		t.Errorf("%d of %d starts escaped into the decoy directory: %v", escapes, ok+failed, escaped)
+	}
+	if ok+failed < starts {
+		t.Errorf("only %d starts in the time budget; want %d", ok+failed, starts)
+	}
+	if ok == 0 || n == 0 {
+		t.Errorf("%d starts succeeded during %d swaps; the race did not run", ok, n)
+	}
+}
+
+// testQuietLog discards logs, for loops that would flood the test output.
+func testQuietLog() hclog.Logger { return hclog.NewNullLogger() }
