@@ -112,6 +112,7 @@ func parseLimited(src []byte, filename string, lim limits) (cfg *Config, err err
 	v := &validator{file: filename, pos: pos, nonString: nonString, blocks: blocks}
 	cfg = v.build(&fc)
 	v.literals(f.Body)
+	v.nulBytes(&fc)
 	if len(v.problems) > 0 {
 		return nil, v.problems
 	}

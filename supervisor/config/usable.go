@@ -178,3 +178,74 @@ func sortedKeys(m map[string]string) []string {
 	sort.Strings(out)
 	return out
 }
+
+// nulSpecific are the keys whose NUL bytes build reports with more detail.
+var nulSpecific = map[string]bool{"command": true, "environment": true, "apachectl": true, "path": true}
+
+// nulBytes reports a NUL byte in any other string value of the file: no
+// path, user, signal, unit or address can hold one, and HCL accepts
+// "\u0000" without complaint. A key that already has a problem is skipped.
+func (v *validator) nulBytes(fc *fileConfig) {
+	reported := map[string]bool{}
+	for _, p := range v.problems {
+		reported[p.Pos] = true
+	}
+	walkStrings("", reflect.ValueOf(fc).Elem(), func(key string, vals []string) {
+		if nulSpecific[lastField(key)] || reported[v.pos[key]] {
+			return
+		}
+		for _, s := range vals {
+			if j := strings.IndexByte(s, 0); j >= 0 {
+				v.at(key, "%s %q contains a NUL byte at offset %d, which no path, name or address can hold; remove it", lastField(key), s, j)
+				return
+			}
+		}
+	})
+}
+
+// walkStrings calls fn with the key path (as positions names it) and the
+// string values of every string, list-of-string and map-of-string
+// attribute set in the file* struct rv and its blocks.
+func walkStrings(prefix string, rv reflect.Value, fn func(key string, vals []string)) {
+	t := rv.Type()
+	for i := 0; i < t.NumField(); i++ {
+		name, kind, _ := strings.Cut(t.Field(i).Tag.Get("hcl"), ",")
+		f := rv.Field(i)
+		switch {
+		case kind == "label":
+		case kind == "block" && f.Kind() == reflect.Pointer:
+			if !f.IsNil() {
+				walkStrings(prefix+name+".", f.Elem(), fn)
+			}
+		case kind == "block" && f.Kind() == reflect.Slice:
+			for j := 0; j < f.Len(); j++ {
+				e := f.Index(j)
+				walkStrings(prefix+name+"."+labelOf(e)+".", e, fn)
+			}
+		case f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.String:
+			if !f.IsNil() {
+				fn(prefix+name, []string{f.Elem().String()})
+			}
+		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
+			fn(prefix+name, f.Interface().([]string))
+		case f.Kind() == reflect.Map && f.Type().Elem().Kind() == reflect.String:
+			m := f.Interface().(map[string]string)
+			vals := make([]string, 0, len(m))
+			for _, k := range sortedKeys(m) {
+				vals = append(vals, m[k])
+			}
+			fn(prefix+name, vals)
+		}
+	}
+}
+
+// labelOf returns the label of a block struct, "" if it has none.
+func labelOf(rv reflect.Value) string {
+	t := rv.Type()
+	for i := 0; i < t.NumField(); i++ {
+		if _, kind, _ := strings.Cut(t.Field(i).Tag.Get("hcl"), ","); kind == "label" {
+			return rv.Field(i).String()
+		}
+	}
+	return ""
+}

@@ -16,6 +16,8 @@ func TestUnusableValues(t *testing.T) {
 		{"NUL in an argument", "backend \"a\" {\n  user = \"root\"\n  command = [\"/bin/true\", \"a\\u0000b\"]\n}\n", "3", []string{"command argument 2", "NUL byte", "remove it"}},
 		{"NUL in an environment value", be + "  environment = { A = \"x\\u0000y\" }\n}\n", "4", []string{"environment variable A", "NUL byte"}},
 		{"NUL in apachectl", "apache {\n  apachectl = [\"/bin/true\", \"-d\\u0000\"]\n}\n", "2", []string{"apachectl argument 2", "NUL"}},
+		{"NUL in a unit", "apache {\n  unit = \"apache2\\u0000.service\"\n}\n", "2", []string{"unit", "NUL byte", "remove it"}},
+		{"NUL in metrics_listen", "metrics_listen = \"127.0.0.1\\u0000:9\"\n", "1", []string{"metrics_listen", "NUL byte"}},
 		{"socket_mode 0", be + "  socket_mode = \"0\"\n}\n", "4", []string{"socket_mode 0000", "nobody write permission", "\"0660\""}},
 		{"socket_mode without group write", be + "  socket_mode = \"0640\"\n}\n", "4", []string{"socket_mode 0640", "no write permission", "\"0660\""}},
 		{"socket_dir_mode 660", "socket_dir_mode = \"660\"\n", "1", []string{"socket_dir_mode 0660", "no search (x) bit", "\"2750\""}},

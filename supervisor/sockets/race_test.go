@@ -2,8 +2,10 @@ package sockets
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -122,3 +124,53 @@ func TestRenameExchangeRace(t *testing.T) {
 
 // testQuietLog discards logs, for loops that would flood the test output.
 func testQuietLog() hclog.Logger { return hclog.NewNullLogger() }
+
+// A directory swapped in for socket_dir after PrepareDir (a real one, which
+// O_NOFOLLOW alone would not catch) is refused by the path-based functions
+// and by a listener's repairs, and nothing is created in it.
+func TestSwappedDirRefused(t *testing.T) {
+	testutil.NeedRoot(t)
+	base := testutil.ShortDir(t)
+	dir := filepath.Join(base, "s")
+	decoy := filepath.Join(base, "decoy")
+	cfg := testConfig(t, dir, 1, "")
+	log, _ := testLog()
+	d, err := OpenDir(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	spec := cfg.AllSockets()[0]
+	l, err := d.Create(cfg, spec, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	mkdir(t, decoy, 0o2750, uidDaemon, gidWWW)
+	if err := unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, decoy, unix.RENAME_EXCHANGE); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := LockDir(ctx, dir); !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), "no longer the directory sockvisor prepared") {
+		t.Errorf("LockDir on a swapped socket_dir = %v; want ErrUnsafe", err)
+	}
+	if _, err := Create(cfg, spec, log); !errors.Is(err, ErrUnsafe) {
+		t.Errorf("Create in a swapped socket_dir = %v; want ErrUnsafe", err)
+	}
+	if _, err := l.EnsurePath(); !errors.Is(err, ErrUnsafe) {
+		t.Errorf("EnsurePath in a swapped socket_dir = %v; want ErrUnsafe", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Errorf("entries created in the swapped-in directory: %v", ents)
+	}
+	// The held directory still works wherever it now is.
+	release, err := d.Lock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+	if !exists(filepath.Join(decoy, LockName)) || !exists(filepath.Join(decoy, spec.Name)) {
+		t.Error("the held directory lost its lock file or socket")
+	}
+}
