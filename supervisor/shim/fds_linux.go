@@ -21,16 +21,21 @@ import (
 // it would crash the shim. execve then drops every marked fd atomically.
 // close_range(2) with CLOSE_RANGE_CLOEXEC needs Linux 5.11; before that the
 // fds listed in /proc/self/fd are marked one by one.
-func closeExtraFDs(keep int) error {
-	first := uint(3 + keep)
-	err := unix.CloseRange(first, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+func closeExtraFDs(keep int) error { return CloseOnExecFrom(3 + keep) }
+
+// CloseOnExecFrom marks every descriptor from first up close-on-exec.
+// `sockvisor run` calls it for fd 3 up at start, so that nothing it
+// inherited reaches any child it starts (apachectl, a shim) either; the fds
+// stay open in sockvisor itself (systemd's fd store sockets among them).
+func CloseOnExecFrom(first int) error {
+	err := unix.CloseRange(uint(first), ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	if err == nil {
 		return nil
 	}
 	if !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("close_range(%d, ~0, CLOSE_RANGE_CLOEXEC): %w", first, err)
 	}
-	return markCloexecFrom(int(first))
+	return markCloexecFrom(first)
 }
 
 // markCloexecFrom sets FD_CLOEXEC on every open fd >= first, as listed in

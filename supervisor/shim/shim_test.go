@@ -377,8 +377,15 @@ func TestShimClosesInheritedFDs(t *testing.T) {
 	}
 }
 
-// The fallback for kernels without close_range(2) marks the same fds.
+// The fallback for kernels without close_range(2) marks the same fds, and
+// CloseOnExecFrom (what sockvisor run calls at start) marks them too.
 func TestMarkCloexecFrom(t *testing.T) {
+	for _, mark := range []func(int) error{markCloexecFrom, CloseOnExecFrom} {
+		testMark(t, mark)
+	}
+}
+
+func testMark(t *testing.T, mark func(int) error) {
 	f, err := os.Open(os.DevNull)
 	if err != nil {
 		t.Fatal(err)
@@ -388,7 +395,7 @@ func TestMarkCloexecFrom(t *testing.T) {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := markCloexecFrom(fd); err != nil {
+	if err := mark(fd); err != nil {
 		t.Fatal(err)
 	}
 	if fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); fl&unix.FD_CLOEXEC == 0 {
