@@ -178,3 +178,26 @@ func strayEntries(fd int, cfg *config.Config) ([]string, error) {
 	}
 	return strays, nil
 }
+
+// The helpers below keep the path-based forms that code elsewhere in this
+// package (on other branches) may still call; new code uses the Dir forms.
+
+// bindSocket binds fd to path under bindUmask if it can; see Dir.bind,
+// which also checks where the socket landed.
+func bindSocket(fd int, path string) (private bool, err error) {
+	err = bindPrivate(fd, path)
+	if errors.Is(err, errNoPrivateUmask) {
+		return false, unix.Bind(fd, &unix.SockaddrUnix{Name: path})
+	}
+	return true, err
+}
+
+// fixFile is fixFileAt for the socket at path, through its directory.
+func fixFile(path string, want *unix.Stat_t, uid, gid int, mode uint32, seType string) error {
+	return fixFileAt(unix.AT_FDCWD, path, path, want, uid, gid, mode, seType)
+}
+
+// unlinkSame unlinks the socket at p if it is still the file want describes.
+func unlinkSame(p string, want *unix.Stat_t) (bool, error) {
+	return unlinkSameAt(unix.AT_FDCWD, p, want)
+}
