@@ -94,6 +94,9 @@ func (d *Dir) Create(cfg *config.Config, spec config.Socket, log hclog.Logger) (
 	if errors.Is(err, unix.EADDRINUSE) {
 		return nil, fail(ErrInUse, err, spec.Path, "socket %s appeared while sockvisor was creating it; is another sockvisor using socket_dir %s?", spec.Path, cfg.SocketDir)
 	}
+	if errors.Is(err, ErrUnsafe) {
+		return nil, err // it landed outside socket_dir; the error says so
+	}
 	if err != nil {
 		return nil, fail(nil, err, spec.Path, "cannot bind socket %s: %v; check that socket_dir %s exists and sockvisor runs as root", spec.Path, err, cfg.SocketDir)
 	}

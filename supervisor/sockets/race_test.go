@@ -3,8 +3,10 @@ package sockets
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,7 +43,7 @@ func TestRenameExchangeRace(t *testing.T) {
 
 	const starts = 1000
 	budget := time.Now().Add(25 * time.Second)
-	var swaps atomic.Int64
+	var swaps, spin atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -55,6 +57,11 @@ func TestRenameExchangeRace(t *testing.T) {
 			}
 			if unix.Renameat2(unix.AT_FDCWD, dir, unix.AT_FDCWD, swap, unix.RENAME_EXCHANGE) == nil {
 				swaps.Add(1)
+			}
+			// Hold each state for a varying moment, so that starts get
+			// past the open and are swapped under mid-way.
+			for j := rand.IntN(4096); j > 0; j-- {
+				spin.Add(1)
 			}
 		}
 	}()
@@ -76,10 +83,19 @@ func TestRenameExchangeRace(t *testing.T) {
 	spec := cfg.AllSockets()[0]
 	quiet := testQuietLog()
 	var ok, failed, escapes int
+	reasons := map[string]int{}
+	why := func(stage string, err error) {
+		msg := err.Error()
+		if len(msg) > 70 {
+			msg = msg[:70]
+		}
+		reasons[stage+": "+msg]++
+	}
 	var escaped []string
 	for i := 0; i < starts && time.Now().Before(budget); i++ {
 		func() {
 			if err := PrepareDir(cfg, quiet); err != nil {
+				why("PrepareDir", err)
 				failed++
 				return
 			}
@@ -87,18 +103,25 @@ func TestRenameExchangeRace(t *testing.T) {
 			defer cancel()
 			release, err := LockDir(ctx, cfg.SocketDir)
 			if err != nil {
+				why("LockDir", err)
 				failed++
 				return
 			}
 			defer release()
 			l, err := Create(cfg, spec, quiet)
 			if err != nil {
+				why("Create", err)
 				failed++
 				return
 			}
 			ok++
 			l.Close()
 		}()
+		// Start the next one after a swap, so starts do not bunch up in
+		// whichever state lasts (a failing start is much quicker).
+		for seen, until := swaps.Load(), time.Now().Add(2*time.Millisecond); swaps.Load() == seen && time.Now().Before(until); {
+			runtime.Gosched()
+		}
 		ents, _ := os.ReadDir(decoy)
 		if len(ents) > 0 {
 			escapes++
@@ -109,6 +132,9 @@ func TestRenameExchangeRace(t *testing.T) {
 		}
 	}
 	n := swaps.Load()
+	for r, c := range reasons {
+		t.Logf("%4d× %s", c, r)
+	}
 	stopSwapping()
 	t.Logf("%d starts: %d succeeded, %d failed cleanly, %d escaped to the decoy %v; %d swaps", ok+failed, ok, failed, escapes, escaped, n)
 	if escapes > 0 {
