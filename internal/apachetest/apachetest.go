@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,12 +71,18 @@ type LaunchOptions struct {
 	// ExtraPorts is how many more free loopback ports Apache listens on
 	// (Instance.Extra), e.g. one for a TLS virtual host.
 	ExtraPorts int
+	// Port is the main port; 0 picks a free one.
+	Port int
 }
 
 // PrivateTmp runs Apache in a mount namespace of its own with fresh, empty
 // /tmp and /var/tmp, as systemd's PrivateTmp=true does for apache2.service.
 // The instance's directory is then created under /run, outside both.
 func PrivateTmp() Option { return func(o *LaunchOptions) { o.PrivateTmp = true } }
+
+// ListenOn makes port (from FreePort) the instance's main port, so a test
+// can name it in the site config it starts Apache with.
+func ListenOn(port int) Option { return func(o *LaunchOptions) { o.Port = port } }
 
 // ExtraPorts makes Apache listen on n more free loopback ports, listed in
 // Instance.Extra.
@@ -132,17 +139,22 @@ func Launch(o LaunchOptions) (in *Instance, err error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+	port := o.Port
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
 	}
 	var extra []int
-	for i := 0; i < o.ExtraPorts; i++ {
+	for len(extra) < o.ExtraPorts {
 		p, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		extra = append(extra, p)
+		// The kernel may hand out a port twice; Apache refuses a Listen twice.
+		if p != port && !slices.Contains(extra, p) {
+			extra = append(extra, p)
+		}
 	}
 	in = &Instance{
 		Dir:      dir,
