@@ -257,7 +257,7 @@ backend "plain" {
 func phpTree(t *testing.T, root string) {
 	t.Helper()
 	files := map[string]string{
-		"index.php": `<?php echo "SCRIPT_FILENAME=", $_SERVER['SCRIPT_FILENAME'], " PATH_INFO=", $_SERVER['PATH_INFO'] ?? '', " SCRIPT_NAME=", $_SERVER['SCRIPT_NAME'], " REQUEST_URI=", $_SERVER['REQUEST_URI'], " AUTH=", $_SERVER['HTTP_AUTHORIZATION'] ?? '', " PHP_AUTH_USER=", $_SERVER['PHP_AUTH_USER'] ?? '', " HTTPS=", $_SERVER['HTTPS'] ?? '', "\n";`,
+		"index.php":         `<?php echo "SCRIPT_FILENAME=", $_SERVER['SCRIPT_FILENAME'], " PATH_INFO=", $_SERVER['PATH_INFO'] ?? '', " SCRIPT_NAME=", $_SERVER['SCRIPT_NAME'], " REQUEST_URI=", $_SERVER['REQUEST_URI'], " AUTH=", $_SERVER['HTTP_AUTHORIZATION'] ?? '', " PHP_AUTH_USER=", $_SERVER['PHP_AUTH_USER'] ?? '', " HTTPS=", $_SERVER['HTTPS'] ?? '', "\n";`,
 		"style.css":         "body { color: red }\n",
 		"denied/.htaccess":  "Require all denied\n",
 		"denied/secret.php": `<?php echo "SECRET RAN\n";`,
@@ -325,7 +325,9 @@ backend "app" {
 `, port, root, assets))
 	m, _ := newTestManager(t, l)
 	mustApply(t, m, cfg)
-	get := func(host, path string, hdr map[string]string) reply { return fetch(t, port, "GET", host, path, "", hdr) }
+	get := func(host, path string, hdr map[string]string) reply {
+		return fetch(t, port, "GET", host, path, "", hdr)
+	}
 	const h = "php.example"
 
 	r := get(h, "/style.css", nil)
