@@ -51,7 +51,7 @@ func startProc(t *testing.T, logPath string, env []string, argv ...string) *proc
 const wsgiApp = `import os
 NAME = os.environ.get("APP_NAME", "?")
 def application(env, start):
-    body = "name=%s path=%s host=%s\n" % (NAME, env.get("PATH_INFO"), env.get("HTTP_HOST"))
+    body = "name=%s path=%s host=%s script=%s scheme=%s\n" % (NAME, env.get("PATH_INFO"), env.get("HTTP_HOST"), env.get("SCRIPT_NAME"), env.get("wsgi.url_scheme"))
     start("200 OK", [("Content-Type", "text/plain")])
     return [body.encode()]
 `

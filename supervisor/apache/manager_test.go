@@ -77,7 +77,7 @@ backend "pool" {
 	wantGet(t, in, "/some/where", "name=app path=/some/where ")
 	wantGet(t, in, "/php/index.php", "SCRIPT_FILENAME="+root+"/index.php ", "PATH_INFO= ", "SCRIPT_NAME=/php/index.php")
 	wantGet(t, in, "/php/index.php/extra/bit?q=1", "SCRIPT_FILENAME="+root+"/index.php ", "PATH_INFO=/extra/bit ")
-	wantGet(t, in, "/u/x/y", "name=u path=/x/y ")
+	wantGet(t, in, "/u/x/y", "name=u path=/x/y ", "script=/u ")
 	// PHP-FPM behind a balancer: SCRIPT_FILENAME must not carry the
 	// balancer's name.
 	for i := 0; i < 4; i++ {
@@ -126,7 +126,7 @@ backend "c" {
 	mustApply(t, m, cfg)
 	host := fmt.Sprintf("host=127.0.0.1:%d", in.Port)
 	wantGet(t, in, "/x", "name=a path=/x ", host)
-	wantGet(t, in, "/b/x", "name=b path=/x ", "host=b.sockvisor.invalid")
+	wantGet(t, in, "/b/x", "name=b path=/x ", "host=b.sockvisor.invalid", "script=/b ")
 	wantGet(t, in, "/b/c/x", "name=c path=/x ", host)
 	// Gunicorn gets the mount as SCRIPT_NAME; the mount itself is the
 	// app's root, an empty PATH_INFO (PEP 3333).
