@@ -221,13 +221,19 @@ func echoUpgrade(w http.ResponseWriter, r *http.Request) {
 // and, after a 101, the echo of "hello".
 func upgrade(t *testing.T, port int, path string) string {
 	t.Helper()
+	return upgradeHost(t, port, "localhost", path)
+}
+
+// upgradeHost is upgrade with a Host header of its own.
+func upgradeHost(t *testing.T, port int, host, path string) string {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path)
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path, host)
 	br := bufio.NewReader(c)
 	status, err := br.ReadString('\n')
 	if err != nil {

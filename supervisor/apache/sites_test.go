@@ -474,3 +474,65 @@ backend "p" {
 	}
 	fetch(t, port, "GET", "panel.example", "/app/x", "", nil).want(t, in, "after removal", 404)
 }
+
+// TestPrefixAndSchemeInSite: inside a TLS site, Gunicorn at a mount gets
+// SCRIPT_NAME and PATH_INFO right and wsgi.url_scheme https (it trusts
+// X-Forwarded-Proto from a unix socket peer), uWSGI gets SCRIPT_NAME from
+// mod_proxy_uwsgi, and a WebSocket upgrade passes a site's <Location>.
+func TestPrefixAndSchemeInSite(t *testing.T) {
+	need(t, "gunicorn", "uwsgi")
+	dir := testutil.ShortDir(t)
+	port := apachetest.FreePort(t)
+	in, l := testApacheSite(t, dir, defaultVhost(t, dir, port), apachetest.ListenOn(port), apachetest.ExtraPorts(1))
+	tlsPort := in.Extra[0]
+	cert, key := selfSigned(t, dir, "py.example")
+	startGunicorn(t, dir, dir+"/g.sock", "g")
+	startUWSGI(t, dir, dir+"/u.sock", "u")
+	ln, err := net.Listen("unix", dir+"/ws.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir+"/ws.sock", 0o666)
+	srv := &http.Server{Handler: http.HandlerFunc(echoUpgrade)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	cfg := loadHCL(t, dir, fmt.Sprintf(`
+site "py.example" {
+  listen        = ["*:%d"]
+  redirect_http = false
+  tls {
+    certificate = %q
+    key         = %q
+    listen      = ["*:%d"]
+  }
+}
+backend "g" {
+  preset  = "gunicorn"
+  command = ["/bin/true"]
+  site    = "py.example"
+  mount   = "/g/"
+}
+backend "u" {
+  preset  = "uwsgi"
+  command = ["/bin/true"]
+  site    = "py.example"
+  mount   = "/u/"
+}
+backend "ws" {
+  command   = ["/bin/true"]
+  site      = "py.example"
+  mount     = "/ws/"
+  websocket = true
+}
+`, port, cert, key, tlsPort))
+	m, _ := newTestManager(t, l)
+	mustApply(t, m, cfg)
+
+	fetch(t, tlsPort, "GET", "py.example", "/g/a/b", "py.example", nil).want(t, in, "gunicorn https", 200, "name=g path=/a/b host=py.example script=/g scheme=https")
+	fetch(t, port, "GET", "py.example", "/g/a", "", nil).want(t, in, "gunicorn http", 200, "path=/a ", "script=/g scheme=http")
+	fetch(t, port, "GET", "py.example", "/g/", "", nil).want(t, in, "gunicorn root", 200, "path=/ ", "script=/g ")
+	fetch(t, tlsPort, "GET", "py.example", "/u/x", "py.example", nil).want(t, in, "uwsgi https", 200, "name=u path=/x ", "script=/u ", "scheme=https")
+	if got := upgradeHost(t, port, "py.example", "/ws/chat"); got != "101 echo:hello" {
+		t.Errorf("upgrade in a site: %q\n%s", got, in.Log())
+	}
+}
