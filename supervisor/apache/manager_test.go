@@ -45,6 +45,12 @@ func TestThreeBackends(t *testing.T) {
 	startGunicorn(t, dir, dir+"/app.sock", "app")
 	root := startFPM(t, dir, dir+"/php.sock", dir+"/pool.sock", dir+"/pool-1.sock")
 	startUWSGI(t, dir, dir+"/u.sock", "u")
+	// One document root per backend: Apache's <Directory> hands a tree's
+	// .php files to one PHP-FPM only.
+	poolRoot := filepath.Join(dir, "pool-www")
+	if err := os.CopyFS(poolRoot, os.DirFS(root)); err != nil {
+		t.Fatal(err)
+	}
 	cfg := loadHCL(t, dir, fmt.Sprintf(`
 backend "app" {
   preset  = "gunicorn"
@@ -68,7 +74,7 @@ backend "pool" {
   instances     = 2
   document_root = %q
 }
-`, root, root))
+`, root, poolRoot))
 	m, _ := newTestManager(t, l)
 	mustApply(t, m, cfg)
 
@@ -81,7 +87,7 @@ backend "pool" {
 	// PHP-FPM behind a balancer: SCRIPT_FILENAME must not carry the
 	// balancer's name.
 	for i := 0; i < 4; i++ {
-		wantGet(t, in, "/pool/index.php/p", "SCRIPT_FILENAME="+root+"/index.php ", "PATH_INFO=/p ", "SCRIPT_NAME=/pool/index.php")
+		wantGet(t, in, "/pool/index.php/p", "SCRIPT_FILENAME="+poolRoot+"/index.php ", "PATH_INFO=/p ", "SCRIPT_NAME=/pool/index.php")
 	}
 	// The PHP source never leaks, whatever the path.
 	if _, body, _ := in.Get("/php/index.php"); strings.Contains(body, "<?php") {

@@ -536,3 +536,32 @@ backend "ws" {
 		t.Errorf("upgrade in a site: %q\n%s", got, in.Log())
 	}
 }
+
+// TestPHPGlobalRoot: a PHP backend mounted at "/" without a site is an
+// Alias "/" in the global config; the directory needs its trailing slash
+// there, or "/x" would map to "<root>x".
+func TestPHPGlobalRoot(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	in, l := testApache(t, dir)
+	root := startFPM(t, dir, dir+"/php.sock")
+	phpTree(t, root)
+	cfg := loadHCL(t, dir, fmt.Sprintf(`
+backend "php" {
+  preset        = "php-fpm"
+  command       = ["/bin/true"]
+  document_root = %q
+}
+`, root))
+	m, _ := newTestManager(t, l)
+	mustApply(t, m, cfg)
+	r := fetch(t, in.Port, "GET", "localhost", "/style.css", "", nil)
+	r.want(t, in, "static", 200, "color: red")
+	fetch(t, in.Port, "GET", "localhost", "/", "", nil).want(t, in, "index", 200, "SCRIPT_FILENAME="+root+"/index.php ")
+	fetch(t, in.Port, "GET", "localhost", "/index.php/a", "", nil).want(t, in, "PATH_INFO", 200, "PATH_INFO=/a ")
+	if r := fetch(t, in.Port, "GET", "localhost", "/denied/secret.php", "", nil); r.code != 403 {
+		t.Errorf("denied = %d %q", r.code, r.body)
+	}
+	if r := fetch(t, in.Port, "GET", "localhost", "/missing.php", "", nil); r.code != 404 || strings.Contains(r.body, "File not found.") {
+		t.Errorf("missing = %d %q, want Apache's 404", r.code, r.body)
+	}
+}
