@@ -152,7 +152,7 @@ backend "g" {
 	m, _ := newTestManager(t, l)
 	mustApply(t, m, cfg)
 
-	fetch(t, port, "GET", "a.example", "/x", "", nil).want(t, in, "site a", 200, "name=a path=/x host=a.example ", "X-Forwarded-Proto=http ", "X-Forwarded-Host=a.example ")
+	fetch(t, port, "GET", "a.example", "/x", "", nil).want(t, in, "site a", 200, "name=a path=/x host=a.example ", "X-Forwarded-Proto=http ", "X-Forwarded-Host=a.example ", "X-Forwarded-For=127.0.0.1 ")
 	fetch(t, port, "GET", "www.a.example", "/y", "", nil).want(t, in, "site a by alias", 200, "name=a path=/y ")
 	fetch(t, port, "GET", "b.example", "/app/z", "", nil).want(t, in, "site b", 200, "name=b path=/z ", "X-Forwarded-Prefix=/app ")
 	// b's mount is only b's: a has no /app/, and b has no "/".
