@@ -18,20 +18,6 @@ import (
 	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
-// need fails the test under CI (which installs everything) and skips it
-// elsewhere when a command is missing.
-func need(t *testing.T, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s: needs %s, and CI installs it (scripts/install-deps.sh)", t.Name(), n)
-			}
-			t.Skipf("%s: needs %s", t.Name(), n)
-		}
-	}
-}
-
 // startEcho serves, on a unix socket, a Go HTTP backend that names itself
 // and echoes the request line and the headers Apache adds.
 func startEcho(t *testing.T, sock, name string) {
@@ -193,7 +179,7 @@ backend "g" {
 // selfSigned writes a certificate for name and its key.
 func selfSigned(t *testing.T, dir, name string) (cert, key string) {
 	t.Helper()
-	need(t, "openssl")
+	testutil.NeedBinary(t, "openssl")
 	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
 		"-days", "2", "-subj", "/CN="+name, "-addext", "subjectAltName=DNS:"+name).CombinedOutput()
@@ -480,7 +466,7 @@ backend "p" {
 // X-Forwarded-Proto from a unix socket peer), uWSGI gets SCRIPT_NAME from
 // mod_proxy_uwsgi, and a WebSocket upgrade passes a site's <Location>.
 func TestPrefixAndSchemeInSite(t *testing.T) {
-	need(t, "gunicorn", "uwsgi")
+	testutil.NeedBinary(t, "gunicorn", "uwsgi")
 	dir := testutil.ShortDir(t)
 	port := apachetest.FreePort(t)
 	in, l := testApacheSite(t, dir, defaultVhost(t, dir, port), apachetest.ListenOn(port), apachetest.ExtraPorts(1))
