@@ -233,6 +233,14 @@ backend "plain" {
 	if strings.Contains(r.body, "name=") {
 		t.Error("the redirecting vhost reached the backend")
 	}
+	// ACME http-01 challenges stay on http, served from the main DocumentRoot.
+	if err := os.MkdirAll(filepath.Join(in.Dir, ".well-known", "acme-challenge"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(in.Dir, ".well-known", "acme-challenge", "tok"), []byte("tok.key\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fetch(t, port, "GET", "secure.example", "/.well-known/acme-challenge/tok", "", nil).want(t, in, "acme challenge", 200, "tok.key")
 	fetch(t, tlsPort, "GET", "secure.example", "/app/x", "secure.example", nil).
 		want(t, in, "https", 200, "name=app path=/x ", "X-Forwarded-Proto=https ", "X-Forwarded-Prefix=/app ")
 	// The plain site on the same http port is untouched by the redirect.
