@@ -206,7 +206,11 @@ func Adopt(cfg *config.Config, spec config.Socket, f *os.File, log hclog.Logger)
 		return nil, err
 	}
 	l.mu.Lock()
-	_, err = l.ensureLocked(d)
+	// The fd store hands back a socket a backend shut down as readily as
+	// a live one: replace it before anything is started on it.
+	if _, err = l.repairLocked(); err == nil {
+		_, err = l.ensureLocked(d)
+	}
 	l.mu.Unlock()
 	if err != nil {
 		return nil, err
