@@ -8,6 +8,7 @@ packages=(
 	wrk curl mmdebstrap iproute2 procps psmisc
 	lintian rpm cpio groff-base checkpolicy semodule-utils policycoreutils selinux-policy-dev gnuplot-nox
 	uvicorn python3-uvicorn puma ruby-sd-notify python3-gunicorn python3-systemd # [G]
+	openssl # [H] self-signed certificates for the TLS site tests
 )
 
 missing=()
