@@ -566,6 +566,9 @@ func TestRestartsUnderWrkKeepalive(t *testing.T) {
 			if measure {
 				s := steadyWrk(t, h, 8*time.Second)
 				t.Logf("uvicorn, %s, no restarts, wrk -c8 8 s: %.0f req/s, %d non-2xx, %d socket errors", v.name, s.rps, s.non2xx, s.sockErrs)
+				if os.Getenv("SOCKVISOR_MEASURE_KEEPALIVE") == "steady" {
+					return
+				}
 			}
 			r := restartsUnderWrk(t, h, 10, 15*time.Second)
 			t.Logf("uvicorn, %s, 10 restarts under wrk -c8 15 s: %d requests, %.0f req/s, %d non-2xx, %d socket errors", v.name, r.requests, r.rps, r.non2xx, r.sockErrs)
@@ -573,5 +576,107 @@ func TestRestartsUnderWrkKeepalive(t *testing.T) {
 				t.Errorf("%d non-2xx and %d socket errors in %d requests\n%s", r.non2xx, r.sockErrs, r.requests, h.apache.Log())
 			}
 		})
+	}
+}
+
+// listenNotify plays systemd for the daemon: NOTIFY_SOCKET for the test,
+// and a channel of every datagram.
+func listenNotify(t *testing.T, dir string) <-chan string {
+	t.Helper()
+	path := filepath.Join(dir, "notify")
+	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	t.Setenv("NOTIFY_SOCKET", path)
+	got := make(chan string, 256)
+	go func() {
+		defer close(got)
+		buf := make([]byte, 4096)
+		for {
+			n, err := nc.Read(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case got <- string(buf[:n]):
+			default:
+			}
+		}
+	}()
+	return got
+}
+
+// SIGTERM 1 s into a reload whose new backend never gets ready: the reload
+// is abandoned, nothing new reaches Apache, no READY=1 follows RELOADING=1,
+// and sockvisor exits within the backends' stop_timeout plus 1 s.
+func TestStopDuringReload(t *testing.T) {
+	testutil.NeedRoot(t)
+	testutil.NeedBinary(t, "/usr/bin/gunicorn")
+	dir := testutil.ShortDir(t)
+	msgs := listenNotify(t, dir)
+	h := newHarnessIn(t, dir, backendHCL("app", "/app/", ""))
+	h.write(backendHCL("app", "/app/", "") + `
+backend "never" {
+  command = ["/bin/sleep", "600"]
+  mount = "/never/"
+  user  = "www-data"
+  stop_timeout = "3s"
+}
+`)
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- h.client.Reload(context.Background()) }()
+	time.Sleep(time.Second)
+	sent := time.Now()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-h.done:
+		h.cancel = nil
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("sockvisor did not stop within 20 s of SIGTERM")
+	}
+	took := time.Since(sent)
+	t.Logf("stopped %s after SIGTERM during a reload", took.Round(time.Millisecond))
+	// gunicorn's stop_timeout is 5 s; it stops in well under that.
+	if took > 6*time.Second {
+		t.Errorf("stopping took %s, want < stop_timeout + 1 s", took)
+	}
+	if err := <-reloaded; err == nil {
+		t.Error("the reload cut short by SIGTERM reported success")
+	} else {
+		t.Logf("reload: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "sockvisor.conf")); strings.Contains(string(b), "/never/") {
+		t.Errorf("the abandoned reload's backend reached Apache's config:\n%s", b)
+	}
+	var all []string
+	for deadline := time.After(300 * time.Millisecond); ; {
+		select {
+		case m, ok := <-msgs:
+			if ok {
+				all = append(all, m)
+				continue
+			}
+		case <-deadline:
+		}
+		break
+	}
+	reloading := -1
+	for i, m := range all {
+		if strings.Contains(m, "RELOADING=1") {
+			reloading = i
+		}
+		if reloading >= 0 && i > reloading && strings.Contains(m, "READY=1") {
+			t.Errorf("READY=1 after RELOADING=1 during a stopped reload: %q", all)
+		}
+	}
+	if reloading < 0 {
+		t.Errorf("no RELOADING=1 among %q", all)
 	}
 }
