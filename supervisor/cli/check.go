@@ -7,7 +7,9 @@ import (
 
 	"github.com/opencontainers/selinux/go-selinux"
 
+	"github.com/sockvisor/sockvisor/supervisor/backend"
 	"github.com/sockvisor/sockvisor/supervisor/config"
+	"github.com/sockvisor/sockvisor/supervisor/daemon"
 )
 
 func init() {
@@ -57,6 +59,9 @@ func runCheck(e *env, fs *flag.FlagSet, args []string) (int, error) {
 		}
 	}
 	tw.Flush()
+	for _, w := range daemon.HandoffChanges(cfg, backend.DefaultStateDir) {
+		notes = append(notes, "warning: "+w)
+	}
 	notes = append(notes, printSites(e, cfg)...)
 	if label == "-" {
 		fmt.Fprintf(e.stdout, "\nSELinux is disabled here: no labels will be applied (selinux_type = %q where enabled).\n", cfg.SELinuxType)

@@ -304,7 +304,21 @@ backend %q {
 
 	refused := func(what string) {
 		t.Helper()
-		err := h.client.Reload(context.Background())
+		// check says so first, from the running sockvisor's state file.
+		next, err := config.Load(h.cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The state file follows the daemon within a housekeeping round.
+		ws := HandoffChanges(next, filepath.Join(h.dir, "state"))
+		for deadline := time.Now().Add(2 * time.Second); len(ws) != 1 && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond)
+			ws = HandoffChanges(next, filepath.Join(h.dir, "state"))
+		}
+		if len(ws) != 1 || !strings.Contains(ws[0], "will refuse handoff") {
+			t.Errorf("%s: HandoffChanges = %q", what, ws)
+		}
+		err = h.client.Reload(context.Background())
 		if err == nil || !strings.Contains(err.Error(), "changes handoff") || !strings.Contains(err.Error(), "new name") {
 			t.Fatalf("%s: reload = %v", what, err)
 		}
@@ -336,6 +350,11 @@ backend %q {
 	}
 	move(selfHCL("app2", app, sockDir))
 	pid = h.waitStatus().Backends[0].PID
+	if cfg, err := config.Load(h.cfgPath); err != nil {
+		t.Fatal(err)
+	} else if ws := HandoffChanges(cfg, filepath.Join(h.dir, "state")); len(ws) != 0 {
+		t.Errorf("HandoffChanges for the running config = %q", ws)
+	}
 
 	h.write(dirMode + inheritedHCL("app2", app))
 	refused("self -> listen-fds")
