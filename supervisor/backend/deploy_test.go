@@ -80,6 +80,24 @@ command = [%q, "--preload", "--workers", "2", "--chdir", %q, "app:app"]`, gunico
 		procs: 3,
 	},
 	{
+		// --need-app: without it uWSGI keeps running without the app and
+		// answers 500, and the deploy fails only at ready.timeout.
+		name: "uwsgi-need-app", bins: []string{uwsgiBin, "/usr/lib/uwsgi/plugins/python3_plugin.so"},
+		hcl: func(e *env) string {
+			return fmt.Sprintf(`preset = "uwsgi"
+protocol = "http"
+command = [%q, "--need-app", "--wsgi-file", %q, "--processes", "2", "--disable-logging"]`, uwsgiBin, filepath.Join(e.dir, "app.py"))
+		},
+		good: func(t *testing.T, e *env) {
+			copyFile(t, filepath.Join("testdata", "app.py"), filepath.Join(e.dir, "app.py"), 0o644)
+		},
+		broken: func(t *testing.T, e *env) {
+			writeFile(t, filepath.Join(e.dir, "app.py"), "raise RuntimeError('broken app')\n")
+		},
+		tail:  "GAME OVER",
+		procs: 3,
+	},
+	{
 		name: "uvicorn", bins: []string{uvicornBin},
 		hcl: func(e *env) string {
 			return fmt.Sprintf(`command = [%q, "--fd", "3", "--app-dir", %q, "asgi:app"]`, uvicornBin, e.dir)

@@ -73,9 +73,13 @@ func playRole(role string) int {
 		return 0
 	case "switchable":
 		// Reads SV_MODE_FILE at start: "broken" boots for SV_DELAY and
-		// exits 1, anything else serves HTTP.
-		if m, _ := os.ReadFile(os.Getenv("SV_MODE_FILE")); strings.TrimSpace(string(m)) == "broken" {
+		// exits 1, "stuck" never accepts, anything else serves HTTP.
+		switch m, _ := os.ReadFile(os.Getenv("SV_MODE_FILE")); strings.TrimSpace(string(m)) {
+		case "broken":
 			return playRole("boot-fail")
+		case "stuck":
+			os.Setenv("SV_DELAY", "1m")
+			return playRole("silent")
 		}
 		return playRole("http")
 	case "pause":

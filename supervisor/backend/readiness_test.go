@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -236,4 +237,48 @@ ready { timeout = "10s" }
 	userOwn(b)
 	be := e.start(b, e.sockets(b), Options{})
 	waitReady(t, be, 15*time.Second)
+}
+
+// TestRestartStuck: a new process that neither exits nor accepts fails
+// the Restart at ready.timeout with a *StartError (no exit), and the old
+// process keeps serving with its pid.
+func TestRestartStuck(t *testing.T) {
+	e := newEnv(t)
+	mode := filepath.Join(e.dir, "mode")
+	writeFile(t, mode, "good\n")
+	cfg := e.parse(fmt.Sprintf(`backend "app" {
+command = [%q]
+environment = { SV_ROLE = "switchable", SV_MODE_FILE = %q }
+mount = ""
+stop_timeout = "5s"
+ready { timeout = "2s" }
+}
+`, e.exe, mode))
+	b := cfg.Backends[0]
+	userOwn(b)
+	socks := e.sockets(b)
+	be := e.start(b, socks, Options{})
+	waitReady(t, be, 20*time.Second)
+	old := be.Status().PID
+	writeFile(t, mode, "stuck\n")
+	stop := make(chan struct{})
+	res, wait := runLoad(2, httpRequester(socks[0].Path(), "/"), stop)
+	start := time.Now()
+	err := be.Restart(context.Background())
+	took := time.Since(start)
+	close(stop)
+	wait()
+	se := asStartError(t, err)
+	if se.Exit != nil || !se.Replacing || !strings.Contains(err.Error(), "within ready.timeout 2s") {
+		t.Errorf("Restart: %v; want not ready within ready.timeout, the old process serving", err)
+	}
+	if took < 2*time.Second || took > 6*time.Second {
+		t.Errorf("Restart took %v; want about ready.timeout (2s)", took)
+	}
+	if res.failed.Load() != 0 {
+		t.Errorf("requests during the stuck deploy: %s; want none failed", res)
+	}
+	if st := be.Status(); st.PID != old || !st.Ready {
+		t.Errorf("after the stuck deploy pid %d ready %t; want the old %d, ready", st.PID, st.Ready, old)
+	}
 }

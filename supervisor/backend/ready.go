@@ -145,6 +145,8 @@ type prober struct {
 	conn *net.UnixConn // pending: connected, not yet known to be the group's
 	// foreign counts connections another process accepted.
 	foreign int
+	gen     []int     // the new generation's pids, as of genAt
+	genAt   time.Time // real time
 	// unverified: sock_diag is unavailable, so the probe cannot tell who
 	// accepted; it then runs unchecked (logged once).
 	unverified bool
@@ -161,7 +163,7 @@ func (pr *prober) once(ctx context.Context) error {
 		}
 		pr.conn = c.(*net.UnixConn)
 	}
-	who, err := acceptedBy(pr.conn, pr.pgid)
+	who, err := pr.acceptedBy()
 	switch {
 	case errors.Is(err, errUnproven):
 		if !pr.unverified {
@@ -213,9 +215,15 @@ func (a acceptance) err() error {
 // table.
 const holderRetries = 3
 
-// acceptedBy finds out which process accepted conn.
-func acceptedBy(conn *net.UnixConn, pgid int) (acceptance, error) {
-	ino, err := connInode(conn)
+// genFresh is how long a listing of the new generation is reused: while
+// an old process wins most probe connections, each loss would otherwise
+// cost a pass over /proc. A worker forked since then that accepts a probe
+// only costs one more attempt.
+const genFresh = 250 * time.Millisecond
+
+// acceptedBy finds out which process accepted the pending connection.
+func (pr *prober) acceptedBy() (acceptance, error) {
+	ino, err := connInode(pr.conn)
 	if err != nil {
 		return 0, fmt.Errorf("reading the probe connection's inode: %w", err)
 	}
@@ -232,8 +240,12 @@ func acceptedBy(conn *net.UnixConn, pgid int) (acceptance, error) {
 	case st.Peer == 0:
 		return acceptQueued, nil
 	}
+	link := map[string]bool{procfs.SocketLink(st.Peer): true}
+	if pr.gen == nil || time.Since(pr.genAt) >= genFresh {
+		pr.gen, pr.genAt = generation(pr.pgid), time.Now()
+	}
 	for i := range holderRetries {
-		if groupHolds(pgid, st.Peer) {
+		if len(procfs.HoldersIn(pr.gen, link)) > 0 {
 			return acceptGroup, nil
 		}
 		if i+1 < holderRetries {
@@ -254,12 +266,6 @@ func connInode(conn *net.UnixConn) (uint64, error) {
 		return 0, err
 	}
 	return st.Ino, serr
-}
-
-// groupHolds reports whether a process of the new generation started as
-// pid has the socket with inode ino open.
-func groupHolds(pid int, ino uint64) bool {
-	return len(procfs.HoldersIn(generation(pid), map[string]bool{procfs.SocketLink(ino): true})) > 0
 }
 
 // generation lists the live processes that belong to the process started
