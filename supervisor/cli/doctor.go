@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sockvisor/sockvisor/supervisor/apache"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/doctor"
 	"github.com/sockvisor/sockvisor/supervisor/logging"
@@ -46,10 +45,9 @@ func runDoctor(e *env, fs *flag.FlagSet, args []string) (int, error) {
 	cfg, _, err := loadConfig(fs)
 	switch {
 	case err == nil:
+		// The doctor picks the Apache instance the config's apache block
+		// names (apachectl, config_file or unit), not the flavor's default.
 		opts.Sockvisor = cfg
-		if l, err := apache.DetectLayout(cfg); err == nil {
-			opts.Apachectl = l.Apachectl
-		}
 	case errors.Is(err, config.ErrNotFound):
 	default:
 		fmt.Fprintf(e.stderr, "sockvisor doctor: ignoring the sockvisor config: %v\n", err)

@@ -64,6 +64,7 @@ type Daemon struct {
 	// lastReloadErr is shown in status until a reload succeeds.
 	lastReloadErr string
 	phase         string
+	applied       applyRecord // the last Apache apply, for status
 
 	counts counters
 }
@@ -225,6 +226,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	a, err := d.opts.Apache(cfg, d.log.Named("apache"))
 	if err != nil {
 		d.log.Error("Apache integration unavailable; backends serve on their sockets", "error", err)
+		d.applied.record("", false, err)
 		return nil
 	}
 	d.apache = a
@@ -420,6 +422,7 @@ func (d *Daemon) applyApache(ctx context.Context, cfg *config.Config) error {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	changed, err := d.apache.Apply(actx, cfg)
+	d.applied.record(d.apache.Layout().ConfigFile, changed, err)
 	if err != nil {
 		d.counts.apacheReloadFailures.Add(1)
 		return err

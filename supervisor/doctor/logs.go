@@ -39,26 +39,30 @@ var (
 // explain them, best first.
 var explains = map[string][]string{
 	"02454/2":   {IDSocketMissing, IDPrivateTmp},
-	"02454/111": {IDStale, IDNotSocket},
 	"02454/13":  {IDPermission, IDSELinuxLabel},
 	"02454/22":  {IDPathTooLong},
-	"02454/11":  {IDBacklogFull},
+	"02454/11":  {IDBacklogFull, IDNotAccepting, IDBackendDown, IDBackendNotReady},
+	"02454/111": {IDStale, IDNotSocket, IDBackendDown, IDBackendNotReady, IDNotAccepting},
 	"02454":     {IDConnectFailed},
-	"01114":     {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDConnectFailed},
-	"01079":     {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDConnectFailed},
-	"10101":     {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDConnectFailed},
-	"01102":     {IDProtocolMismatch},
-	"00898":     {IDProtocolMismatch},
-	"01068":     {IDProtocolMismatch},
-	"01067":     {IDProtocolMismatch},
-	"01075":     {IDProtocolMismatch},
-	"00959":     {IDBalancerRetry, IDSocketMissing, IDStale, IDPermission},
-	"01144":     {IDModuleMissing},
-	"01145":     {IDSharedWorker},
-	"01146":     {IDSharedWorker},
-	"01149":     {IDSharedWorker},
-	"01150":     {IDSharedWorker},
-	"00941":     {IDBacklogFull, IDBacklogHigh},
+	"01114":     {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDBackendDown, IDBackendNotReady, IDNotAccepting, IDBacklogFull, IDConnectFailed},
+	// Timeouts: the connect was queued and nobody answered.
+	"01102/70007": {IDBackendDown, IDBackendNotReady, IDNotAccepting, IDBacklogFull, IDBacklogHigh, IDPHPMaxChildren},
+	"01075/70007": {IDBackendDown, IDBackendNotReady, IDNotAccepting, IDBacklogFull, IDBacklogHigh, IDPHPMaxChildren},
+	"01071":       {IDPHPScriptUnknown, IDPHPLimitExt, IDPHPDocRoot},
+	"01079":       {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDConnectFailed},
+	"10101":       {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDConnectFailed},
+	"01102":       {IDProtocolMismatch},
+	"00898":       {IDProtocolMismatch, IDBackendDown, IDBackendNotReady, IDNotAccepting, IDBacklogFull, IDBacklogHigh},
+	"01068":       {IDProtocolMismatch},
+	"01067":       {IDProtocolMismatch, IDFcgiDropped},
+	"01075":       {IDProtocolMismatch, IDFcgiDropped},
+	"00959":       {IDBalancerRetry, IDSocketMissing, IDStale, IDPermission},
+	"01144":       {IDModuleMissing},
+	"01145":       {IDSharedWorker},
+	"01146":       {IDSharedWorker},
+	"01149":       {IDSharedWorker},
+	"01150":       {IDSharedWorker},
+	"00941":       {IDBacklogFull, IDBacklogHigh},
 }
 
 func parseLogLine(s string) (logLine, bool) {
@@ -114,10 +118,9 @@ func tail(file string, n int64) ([]byte, error) {
 	return b, nil
 }
 
-// errorLogs reads the end of each error log and attaches every proxy
-// failure line to the target and finding that explain it. A line about a
-// target with no matching finding now becomes a past-error note.
-func (d *doc) errorLogs() {
+// loadLogs reads the end of each of the instance's error logs once; php
+// and errorLogs share the lines.
+func (d *doc) loadLogs() {
 	n := d.opts.LogTail
 	if n <= 0 {
 		n = defaultLogTail
@@ -132,18 +135,33 @@ func (d *doc) errorLogs() {
 			continue
 		}
 		for _, s := range strings.Split(string(b), "\n") {
-			l, ok := parseLogLine(strings.TrimSpace(s))
-			if !ok {
-				continue
+			if s = strings.TrimSpace(s); s != "" {
+				d.logs = append(d.logs, s)
 			}
-			d.attach(l)
 		}
+	}
+	d.claimed = map[int]bool{}
+}
+
+// errorLogs attaches every proxy failure line not claimed yet to the
+// target and finding that explain it. A line about a target with no
+// matching finding now becomes a past-error note.
+func (d *doc) errorLogs() {
+	for i, s := range d.logs {
+		if d.claimed[i] {
+			continue
+		}
+		l, ok := parseLogLine(s)
+		if !ok {
+			continue
+		}
+		d.attach(l)
 	}
 }
 
 func (d *doc) attach(l logLine) {
 	key := l.code
-	if l.code == "02454" && l.errno != "" {
+	if l.errno != "" {
 		if _, ok := explains[key+"/"+l.errno]; ok {
 			key += "/" + l.errno
 		}
@@ -179,8 +197,10 @@ func (d *doc) matchTargets(l logLine, ids []string) []*Target {
 			if t.Mount != "" && strings.HasPrefix(l.path, t.Mount) {
 				out = append(out, t)
 			}
-		case l.code == "01068" || l.code == "01067" || l.code == "01075":
-			if t.Scheme == "fcgi" && t.has(IDProtocolMismatch) {
+		case l.code == "01068" || l.code == "01067" || l.code == "01075" || l.code == "01071":
+			// FastCGI lines name no socket: they belong to the fcgi
+			// targets that explain them.
+			if t.Scheme == "fcgi" && t.has(ids...) {
 				out = append(out, t)
 			}
 		}

@@ -328,10 +328,14 @@ func (d *doc) notInApache() {
 		}
 		for _, s := range b.Sockets {
 			if !used[s.Path] {
-				d.general(Finding{ID: IDNotInApache, Severity: SevWarning,
-					What:     fmt.Sprintf("sockvisor backend %q mounts %s, but no enabled Apache config uses its socket %s: those requests are not proxied", b.Name, b.Mount, s.Path),
+				fix := "make Apache Include the config sockvisor renders (see sockvisor's apache settings in " + c.File + ") and reload Apache"
+				if d.applyFailed() {
+					fix = "sockvisor could not apply its Apache config (see " + IDApacheApply + "): fix that, then `sockvisor reload`"
+				}
+				d.general(Finding{ID: IDNotInApache, Severity: SevError,
+					What:     fmt.Sprintf("sockvisor backend %q mounts %s, but no enabled Apache config of this instance uses its socket %s: those requests are not proxied (404, or another rule answers)", b.Name, b.Mount, s.Path),
 					Evidence: []string{fmt.Sprintf("%d Apache files read from %s", len(d.conf.Files), d.report.Apache.ConfigFile)},
-					Fix:      "make Apache Include the config sockvisor renders (see sockvisor's apache settings in " + c.File + ") and reload Apache"})
+					Fix:      fix})
 			}
 		}
 	}
