@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,7 +86,8 @@ func applyStep(err error) string {
 		return "integration"
 	case errors.Is(err, apache.ErrModuleMissing):
 		return "modules"
-	case errors.Is(err, apache.ErrConfigTest):
+	case errors.Is(err, apache.ErrConfigTest), strings.Contains(err.Error(), "AH00526"):
+		// AH00526 is Apache's syntax error, also when -M reads the config.
 		return "configtest"
 	case errors.Is(err, apache.ErrApacheDied):
 		return "apache-died"

@@ -32,6 +32,11 @@ type SockvisorInfo struct {
 	Status  *daemon.StatusReport `json:"status,omitempty"`
 }
 
+// ownConnects is how many connections the doctor itself may have left in
+// a socket's queue (as Apache's user, as root, the probe): a queue that
+// grew by no more says nothing about the backend.
+const ownConnects = 3
+
 // statusTimeout bounds the GET /status call.
 const statusTimeout = 10 * time.Second
 
@@ -150,7 +155,7 @@ func (d *doc) backendState(b daemon.BackendReport, later map[string]sockdiag.Sta
 				f = &Finding{ID: IDNotAccepting, Severity: SevError,
 					What:     fmt.Sprintf("sockvisor backend %q is ready, but its accept queue is at the maximum backlog (%d of %d): it accepts nothing, and Apache threads block in connect() with no log line until it recovers", b.Name, q, backlog),
 					Evidence: ev, Fix: backlogFix(nil) + fmt.Sprintf("; `sockvisor restart %s` frees the queue now", b.Name)}
-			} else if known && had && q > before.Queue {
+			} else if known && had && q > before.Queue+ownConnects {
 				f = &Finding{ID: IDNotAccepting, Severity: SevWarning,
 					What:     fmt.Sprintf("sockvisor backend %q is ready, but its accept queue grew from %d to %d (backlog %d) while the doctor ran: it accepts more slowly than requests arrive", b.Name, before.Queue, q, backlog),
 					Evidence: ev, Fix: backlogFix(nil) + fmt.Sprintf("; `sockvisor restart %s` if it is stuck", b.Name)}

@@ -191,7 +191,7 @@ func (d *doc) fcgiRoots() {
 			}
 			t.add(Finding{ID: IDPHPDocRoot, Severity: SevError,
 				What:     fmt.Sprintf("PHP-FPM is sent SCRIPT_FILENAME under %s, which does not exist: every PHP request answers 404 \"File not found.\" and Apache logs AH01071: Got error 'Primary script unknown'", dir),
-				Evidence: []string{t.Pos + ": " + t.conf.Raw, fmt.Sprintf("stat %s: %v", dir, errOrNotDir(err))},
+				Evidence: []string{t.Pos + ": " + t.conf.Raw, errOrNotDir(err)},
 				Fix:      fix})
 		case want != "" && filepath.Clean(want) != filepath.Clean(dir):
 			t.add(Finding{ID: IDPHPDocRoot, Severity: SevError,
