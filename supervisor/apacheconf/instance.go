@@ -59,8 +59,11 @@ func FromCommand(apachectl []string) Instance {
 			return in
 		}
 	}
-	in.ConfigFile, in.ServerRoot = Locate(apachectl)
-	in.Name = instanceName(in.ServerRoot)
+	main, root := Locate(apachectl)
+	in.ServerRoot, in.ConfigFile, in.Name = root, main, instanceName(root)
+	if root != "" && (main == "" || main == root) {
+		in.ConfigFile = mainIn(root, argValue(apachectl, "-f"))
+	}
 	return in
 }
 
@@ -234,7 +237,10 @@ func Discover(h Hint) (chosen Instance, others []Instance) {
 	pick := func(want Instance) (Instance, []Instance) {
 		var rest []Instance
 		for _, r := range run {
-			if want.ServerRoot != "" && r.Same(want) && want.PID == 0 {
+			switch {
+			case want.PID != 0 && r.PID == want.PID:
+				continue
+			case want.PID == 0 && want.ServerRoot != "" && r.Same(want):
 				want.PID = r.PID
 				if len(h.Apachectl) == 0 {
 					want.Apachectl = r.Apachectl // the same flags it runs with

@@ -3,9 +3,12 @@ package doctor
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sockvisor/sockvisor/internal/apachetest"
 	"github.com/sockvisor/sockvisor/internal/testutil"
@@ -159,4 +162,103 @@ func TestModPHPNextToFPM(t *testing.T) {
 	// site) is healthy; here the same site with the default modules.
 	in2 := apachetest.Start(t, fixedPHPSite(www, sock))
 	wantHealthy(t, diagnose(t, in2, Options{Sockvisor: cfg}))
+}
+
+// fpmPool starts PHP-FPM on sock with extra [global] lines and returns it.
+func fpmPool(t *testing.T, dir, sock, name, global string) *exec.Cmd {
+	t.Helper()
+	conf := filepath.Join(dir, name+".conf")
+	src := fmt.Sprintf(`[global]
+pid = %[1]s/%[3]s.pid
+error_log = /dev/stderr
+daemonize = no
+%[4]s
+[www]
+user = www-data
+group = www-data
+listen = %[2]s
+listen.owner = www-data
+listen.group = www-data
+listen.mode = 0660
+pm = static
+pm.max_children = 2
+`, dir, sock, name, global)
+	if err := os.WriteFile(conf, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := startProc(t, dir, "/usr/sbin/php-fpm8.2", "-F", "-y", conf)
+	testutil.WaitSocket(t, sock, 15*time.Second)
+	return cmd
+}
+
+// restartDuringRequest sends one slow request through Apache, signals the
+// pool while it runs, waits for the pool to exit and starts a new one.
+func restartDuringRequest(t *testing.T, in *apachetest.Instance, dir, sock string, pool *exec.Cmd, sig syscall.Signal, global string) int {
+	t.Helper()
+	codes := make(chan int, 1)
+	go func() {
+		code, _, _ := in.Get("/slow.php")
+		codes <- code
+	}()
+	time.Sleep(500 * time.Millisecond)
+	syscall.Kill(pool.Process.Pid, sig)
+	code := <-codes
+	for i := 0; i < 100; i++ {
+		if syscall.Kill(pool.Process.Pid, 0) != nil {
+			break
+		}
+		if _, err := os.Stat(sock); err != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	fpmPool(t, dir, sock, "fpm2", global)
+	return code
+}
+
+func TestFastCGIHeaderLostOnRestart(t *testing.T) {
+	_, www, sock, cfg := phpSite(t)
+	if err := os.WriteFile(filepath.Join(www, "slow.php"), []byte(`<?php sleep(2); echo "slow ok";`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		sig    syscall.Signal
+		global string
+		broken bool
+	}{
+		// SIGTERM stops PHP-FPM at once, killing the running request.
+		{"immediate stop", syscall.SIGTERM, "", true},
+		// SIGQUIT with process_control_timeout lets it finish.
+		{"graceful stop", syscall.SIGQUIT, "process_control_timeout = 10s", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := testutil.ShortDir(t)
+			s := dir + "/php.sock"
+			cfg.Backends[0].Sockets[0].Path = s
+			pool := fpmPool(t, dir, s, "fpm1", c.global)
+			in := apachetest.Start(t, fixedPHPSite(www, s))
+			code := restartDuringRequest(t, in, dir, s, pool, c.sig, c.global)
+			r := diagnose(t, in, Options{Sockvisor: cfg})
+			if !c.broken {
+				if code != 200 {
+					t.Fatalf("graceful restart: request answered %d\n%s", code, in.Log())
+				}
+				wantHealthy(t, r)
+				return
+			}
+			if code != 503 || !strings.Contains(in.Log(), "AH01067") {
+				t.Fatalf("setup: request during the stop answered %d, log:\n%s", code, in.Log())
+			}
+			f := wantProblem(t, r, IDFcgiDropped)
+			mustContain(t, "what", f.What, "AH01067", "mid-request")
+			mustContain(t, "fix", f.Fix, "process_control_timeout")
+			if f.LogCount == 0 {
+				t.Errorf("no AH01067 line attached: %+v", f)
+			}
+		})
+	}
+	_ = sock
 }
