@@ -143,7 +143,7 @@ func TestSecondDebianInstanceIsTheOneDiagnosed(t *testing.T) {
 		t.Fatalf("GET /app/ = %d %v, want 503 (no backend yet)", code, err)
 	}
 	cfg := &config.Config{File: dir + "/sv.hcl", SocketDir: dir, ControlSocket: dir + "/ctl",
-		Apache: config.Apache{ConfigFile: conf},
+		Apache:   config.Apache{ConfigFile: conf},
 		Backends: []*config.Backend{{Name: "app", Mount: "/app/", Protocol: "http", Sockets: []config.Socket{{Backend: "app", Path: sock}}}}}
 
 	check := func(r *Report) {
