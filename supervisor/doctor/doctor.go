@@ -1,15 +1,19 @@
 // Package doctor explains why Apache cannot use a Unix socket it proxies to,
-// and says the fix. It reads every `unix:` target in Apache's enabled
-// config, not only sockvisor's, and checks each as Apache would reach it:
-// path budgets, existence, the permission walk as Apache's run identity,
-// SELinux labels, a real connect, the protocol spoken, config traps, and
-// the recent error-log lines each finding explains.
+// and says the fix. It diagnoses one Apache instance, the one that serves
+// (apacheconf.Discover), with that instance's own files only. It reads every
+// `unix:` target in its enabled config, not only sockvisor's, and checks
+// each as Apache would reach it: path budgets, existence, the permission
+// walk as Apache's run identity, SELinux labels, a real connect, the
+// protocol spoken, config traps; then sockvisor's live backend state and
+// last Apache apply (GET /status), PHP-FPM's failure modes, and the recent
+// error-log lines each finding explains.
 //
 // Invariant: the doctor only observes. It changes no file, socket or
 // process, opens at most three short connections per socket (one as Apache's
-// user, one as itself when that one is denied, one protocol probe), and
-// reads bounded amounts of every file. What it could not check it says in
-// Report.Unchecked rather than guessing.
+// user, one as itself when that one is denied, one protocol probe), sends at
+// most maxLeakRequests GETs per PHP backend through Apache (for .php files,
+// as any visitor does), and reads bounded amounts of every file. What it
+// could not check it says in Report.Unchecked rather than guessing.
 package doctor
 
 import (
