@@ -232,8 +232,11 @@ type doc struct {
 	sockets map[string]*sockState
 	// logs are the error logs' last lines; claimed marks those a specific
 	// check (php) already attached.
-	logs    []string
-	claimed map[int]bool
+	logs     []string
+	logTimes []time.Time
+	claimed  map[int]bool
+	// since is when log lines start to count as current (see current).
+	since time.Time
 }
 
 // Run examines Apache and every socket it proxies to. The error is non-nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 )
 
 const (
@@ -137,10 +138,48 @@ func (d *doc) loadLogs() {
 		for _, s := range strings.Split(string(b), "\n") {
 			if s = strings.TrimSpace(s); s != "" {
 				d.logs = append(d.logs, s)
+				d.logTimes = append(d.logTimes, apacheLogTime(s))
 			}
 		}
 	}
 	d.claimed = map[int]bool{}
+	// Lines logged before Apache last (re)loaded its config, or long ago,
+	// say nothing about the config and backends running now.
+	d.since = time.Now().Add(-recentLog)
+	for i, s := range d.logs {
+		if strings.Contains(s, "AH00489:") && d.logTimes[i].After(d.since) {
+			d.since = d.logTimes[i]
+		}
+	}
+}
+
+// recentLog is how far back a log line about a PHP failure still counts as
+// a problem now; older ones are past errors.
+const recentLog = 30 * time.Minute
+
+var logTimeRe = regexp.MustCompile(`^\[(\w{3} \w{3} \d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)? \d{4})\]`)
+
+// apacheLogTime reads the default ErrorLogFormat's timestamp, local time;
+// zero when the line has another format.
+func apacheLogTime(s string) time.Time {
+	m := logTimeRe.FindStringSubmatch(s)
+	if m == nil {
+		return time.Time{}
+	}
+	for _, layout := range []string{"Mon Jan 02 15:04:05.000000 2006", "Mon Jan 02 15:04:05 2006"} {
+		if t, err := time.ParseInLocation(layout, m[1], time.Local); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+// current reports whether log line i was written under the config and
+// backends running now: after Apache's last start or reload, and recently.
+// A line without a readable time counts as current.
+func (d *doc) current(i int) bool {
+	t := d.logTimes[i]
+	return t.IsZero() || !t.Before(d.since)
 }
 
 // errorLogs attaches every proxy failure line not claimed yet to the

@@ -217,8 +217,13 @@ func (d *doc) phpLogLines() {
 	if len(fcgi) == 0 {
 		return
 	}
-	var unknown, denied, dropped []int
+	var unknown, denied, dropped, past []int
 	for i, l := range d.logs {
+		php := strings.Contains(l, "AH01071") || (strings.Contains(l, "AH01067") && !(len(fcgi) == 1 && fcgi[0].has(IDProtocolMismatch)))
+		if php && !d.current(i) {
+			past = append(past, i)
+			continue
+		}
 		switch {
 		case strings.Contains(l, "AH01071") && strings.Contains(l, "Primary script unknown"):
 			unknown = append(unknown, i)
@@ -258,6 +263,13 @@ func (d *doc) phpLogLines() {
 		}
 		f.Evidence = append(f.Evidence, "FastCGI targets: "+strings.Join(where, ", "))
 		d.general(f)
+	}
+	if t != nil {
+		// Logged under an older config, or long ago: noted, not a problem.
+		for _, i := range past {
+			d.claimed[i] = true
+			pastError(t, d.logs[i])
+		}
 	}
 	if len(unknown) > 0 {
 		add(Finding{ID: IDPHPScriptUnknown, Severity: SevWarning,
@@ -300,10 +312,11 @@ var maxChildrenRe = regexp.MustCompile(`\[pool ([^\]]+)\] server reached (?:pm\.
 // system pools log where php-fpm.conf's error_log says.
 func (d *doc) maxChildren(ctx context.Context) {
 	type hit struct {
-		lines []string
-		n     int
-		limit string
-		src   string
+		lines  []string
+		n      int
+		limit  string
+		src    string
+		recent bool
 	}
 	hits := map[string]*hit{}
 	scan := func(src string, b []byte) {
@@ -319,6 +332,9 @@ func (d *doc) maxChildren(ctx context.Context) {
 			}
 			h.n++
 			h.limit = m[2]
+			if t := fpmLogTime(l); t.IsZero() || time.Since(t) < recentLog {
+				h.recent = true
+			}
 			h.lines = appendKeep(h.lines, strings.TrimSpace(l))
 		}
 	}
@@ -380,6 +396,9 @@ func (d *doc) maxChildren(ctx context.Context) {
 			}
 		}
 		sev, now := SevWarning, "recently"
+		if !h.recent {
+			sev, now = SevInfo, fmt.Sprintf("over %v ago", recentLog)
+		}
 		if queued > 0 {
 			sev, now = SevError, fmt.Sprintf("and now %d request(s) wait in the socket's queue", queued)
 		}
@@ -403,6 +422,22 @@ func (d *doc) maxChildren(ctx context.Context) {
 			t.add(f)
 		}
 	}
+}
+
+var fpmTimeRe = regexp.MustCompile(`\[(\d{2}-\w{3}-\d{4} \d{2}:\d{2}:\d{2})\]`)
+
+// fpmLogTime reads PHP-FPM's "[01-Dec-2026 09:20:28]" (local time); zero
+// when absent.
+func fpmLogTime(s string) time.Time {
+	m := fpmTimeRe.FindStringSubmatch(s)
+	if m == nil {
+		return time.Time{}
+	}
+	t, err := time.ParseInLocation("02-Jan-2006 15:04:05", m[1], time.Local)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 // iniValue returns the last value of key in an ini-style file.

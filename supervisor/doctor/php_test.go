@@ -126,6 +126,17 @@ func TestPHPFPMErrors(t *testing.T) {
 			if len(r.Find(IDPastError)) > 0 {
 				t.Errorf("log lines filed as past errors: %+v", r.Find(IDPastError))
 			}
+			// Fixed in place: the old lines stay in the log, from before
+			// the reload, and are no longer a problem.
+			fixInPlace(t, in, fixedPHPSite(www, sock))
+			if code, _ := get(t, in, "/index.php"); code != 200 {
+				t.Fatalf("fixed: GET /index.php = %d\n%s", code, in.Log())
+			}
+			r2 := diagnose(t, in, Options{Sockvisor: cfg})
+			wantHealthy(t, r2)
+			if len(r2.Find(IDPastError)) == 0 {
+				t.Error("the old AH01071 lines are not noted as past errors")
+			}
 		})
 	}
 	t.Run("fixed", func(t *testing.T) {
@@ -261,4 +272,24 @@ func TestFastCGIHeaderLostOnRestart(t *testing.T) {
 		})
 	}
 	_ = sock
+}
+
+// fixInPlace rewrites the instance's site, reloads it gracefully and waits
+// for Apache to log that it resumed with the new config.
+func fixInPlace(t *testing.T, in *apachetest.Instance, site string) {
+	t.Helper()
+	before := strings.Count(in.Log(), "AH00489:")
+	if err := os.WriteFile(in.Site, []byte(site), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Log times have microseconds; make the reload strictly later.
+	time.Sleep(10 * time.Millisecond)
+	in.Graceful(t)
+	deadline := time.Now().Add(15 * time.Second)
+	for strings.Count(in.Log(), "AH00489:") == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("Apache did not resume after the reload:\n%s", in.Log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
