@@ -7,6 +7,7 @@ packages=(
 	apache2 gunicorn python3-gunicorn uwsgi-core uwsgi-plugin-python3 php-fpm
 	wrk curl mmdebstrap iproute2 procps psmisc
 	lintian rpm cpio groff-base checkpolicy semodule-utils policycoreutils selinux-policy-dev gnuplot-nox
+	libapache2-mod-php8.2 # [J] the doctor's mod_php test loads libphp8.2.so into a private Apache
 )
 
 missing=()
@@ -24,6 +25,12 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# [J] libapache2-mod-php8.2's postinst enables php8.2 and mpm_prefork in the
+# system Apache; the tests need only the module file, so undo that.
+if [[ " ${missing[*]} " == *" libapache2-mod-php8.2 "* ]] && command -v a2dismod >/dev/null; then
+	a2dismod -q php8.2 mpm_prefork >/dev/null 2>&1 || true
+	a2enmod -q mpm_event >/dev/null 2>&1 || true
+fi
 # The tests start their own Apache and PHP-FPM; the packaged ones must not
 # hold port 80 or the shared sockets. Without systemd as PID 1 nothing was
 # started; where it was, stop only these two units.

@@ -37,7 +37,7 @@ type debianInstance struct {
 func newDebianInstance(t *testing.T) *debianInstance {
 	t.Helper()
 	testutil.NeedRoot(t)
-	testutil.NeedBinary(t, setupInstance, "/etc/apache2/apache2.conf", apachetest.Binary)
+	needBinary(t, setupInstance, "/etc/apache2/apache2.conf", apachetest.Binary)
 	di := &debianInstance{name: fmt.Sprintf("svj%06d", rand.Intn(1000000))}
 	di.root = "/etc/apache2-" + di.name
 	if _, err := os.Lstat(di.root); err == nil {
@@ -127,7 +127,7 @@ func (di *debianInstance) remove() {
 }
 
 func TestSecondDebianInstanceIsTheOneDiagnosed(t *testing.T) {
-	testutil.NeedBinary(t, "/usr/bin/gunicorn")
+	needBinary(t, "/usr/bin/gunicorn")
 	di := newDebianInstance(t)
 	dir := testutil.ShortDir(t)
 	sock := dir + "/app.sock"

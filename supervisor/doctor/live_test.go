@@ -209,7 +209,7 @@ func holdConns(t *testing.T, sock string, n int, full bool) int {
 }
 
 func TestLiveStateFailedAndStuckBackends(t *testing.T) {
-	testutil.NeedBinary(t, "/usr/bin/gunicorn")
+	needBinary(t, "/usr/bin/gunicorn")
 	dir := testutil.ShortDir(t)
 	sv := startSockvisor(t, dir, "backlog = 64", gunicornBackend("web", "/web/", "")+crashing+stuckBackend, nil)
 	if code, body, err := sv.in.Get("/web/"); err != nil || code != 200 {
@@ -265,7 +265,7 @@ func TestLiveStateFailedAndStuckBackends(t *testing.T) {
 }
 
 func TestFailedApacheApplyIsReported(t *testing.T) {
-	testutil.NeedBinary(t, "/usr/bin/gunicorn")
+	needBinary(t, "/usr/bin/gunicorn")
 	dir := testutil.ShortDir(t)
 	broken := func(in *apachetest.Instance) {
 		// A hand-written line Apache rejects: every configtest fails, so
@@ -311,7 +311,7 @@ func TestFailedApacheApplyIsReported(t *testing.T) {
 const slowPHP = `<?php sleep(5); echo "slow ok";`
 
 func TestPHPMaxChildrenWhileRequestsQueue(t *testing.T) {
-	testutil.NeedBinary(t, "/usr/sbin/php-fpm8.2")
+	needBinary(t, "/usr/sbin/php-fpm8.2")
 	for _, fixed := range []bool{false, true} {
 		t.Run(map[bool]string{false: "broken", true: "fixed"}[fixed], func(t *testing.T) {
 			dir := testutil.ShortDir(t)

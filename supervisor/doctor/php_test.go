@@ -19,7 +19,7 @@ import (
 // sockvisor config that names it as backend "blog".
 func phpSite(t *testing.T) (dir, www, sock string, cfg *config.Config) {
 	t.Helper()
-	testutil.NeedBinary(t, "/usr/sbin/php-fpm8.2")
+	needBinary(t, "/usr/sbin/php-fpm8.2")
 	dir = testutil.ShortDir(t)
 	www, sock = dir+"/www", dir+"/php.sock"
 	if err := os.Mkdir(www, 0o755); err != nil {
@@ -151,7 +151,7 @@ func TestPHPFPMErrors(t *testing.T) {
 }
 
 func TestModPHPNextToFPM(t *testing.T) {
-	testutil.NeedBinary(t, "/usr/lib/apache2/modules/libphp8.2.so")
+	needBinary(t, "/usr/lib/apache2/modules/libphp8.2.so")
 	_, www, sock, cfg := phpSite(t)
 	// What `apt-get install wordpress` leaves: prefork and mod_php.
 	var mods []string
@@ -292,4 +292,25 @@ func fixInPlace(t *testing.T, in *apachetest.Instance, site string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// needBinary is testutil.NeedBinary, except that under CI (CI set) a
+// missing program fails the test instead of skipping it. Apache is always
+// needed: every test here runs a real one.
+func needBinary(t *testing.T, names ...string) {
+	t.Helper()
+	names = append(names, apachetest.Binary)
+	if os.Getenv("CI") != "" {
+		for _, n := range names {
+			_, err := os.Stat(n)
+			if !strings.Contains(n, "/") {
+				_, err = exec.LookPath(n)
+			}
+			if err != nil {
+				t.Fatalf("%s: needs %s, which CI installs (scripts/install-deps.sh)", t.Name(), n)
+			}
+		}
+	}
+	testutil.NeedRoot(t)
+	testutil.NeedBinary(t, names...)
 }
