@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 
@@ -323,7 +324,11 @@ func (d *doc) notInApache() {
 		used[t.Socket] = true
 	}
 	for _, b := range c.Backends {
-		if b.Mount == "" {
+		routed := b.Mount
+		if site := siteOf(b); site != "" && routed == "" {
+			routed = "site " + site
+		}
+		if routed == "" {
 			continue
 		}
 		for _, s := range b.Sockets {
@@ -333,10 +338,20 @@ func (d *doc) notInApache() {
 					fix = "sockvisor could not apply its Apache config (see " + IDApacheApply + "): fix that, then `sockvisor reload`"
 				}
 				d.general(Finding{ID: IDNotInApache, Severity: SevError,
-					What:     fmt.Sprintf("sockvisor backend %q mounts %s, but no enabled Apache config of this instance uses its socket %s: those requests are not proxied (404, or another rule answers)", b.Name, b.Mount, s.Path),
+					What:     fmt.Sprintf("sockvisor backend %q is routed at %s, but no enabled Apache config of this instance uses its socket %s: those requests are not proxied (404, or another rule answers)", b.Name, routed, s.Path),
 					Evidence: []string{fmt.Sprintf("%d Apache files read from %s", len(d.conf.Files), d.report.Apache.ConfigFile)},
 					Fix:      fix})
 			}
 		}
 	}
+}
+
+// siteOf returns a backend's site key, which config is gaining (a vhost per
+// backend); read by name so the doctor builds with and without it.
+func siteOf(b *config.Backend) string {
+	v := reflect.ValueOf(b).Elem().FieldByName("Site")
+	if v.IsValid() && v.Kind() == reflect.String {
+		return v.String()
+	}
+	return ""
 }
