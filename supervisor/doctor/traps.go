@@ -151,7 +151,7 @@ func anyLoaded(mods map[string]bool, alts []string) bool {
 func (d *doc) enableFix(mods []string) string {
 	root := d.report.Apache.ServerRoot
 	if strings.HasPrefix(root, "/etc/apache2") {
-		return "a2enmod " + strings.Join(mods, " ") + " && systemctl restart apache2"
+		return d.instanceCmd("a2enmod") + " " + strings.Join(mods, " ") + " && systemctl restart " + d.apacheUnit()
 	}
 	dir, where, restart := "modules", d.report.Apache.ConfigFile, "restart Apache"
 	if root == "/etc/httpd" {
@@ -204,7 +204,7 @@ func (d *doc) privateTmp(t *Target) {
 		}
 	}
 	root := d.report.Apache.ServerRoot
-	if d.opts.Unit == "" && root != "/etc/apache2" && root != "/etc/httpd" {
+	if d.opts.Unit == "" && root != "/etc/apache2" && root != "/etc/httpd" && d.report.Apache.Instance == "" {
 		return // not the distribution's Apache: its unit says nothing here
 	}
 	if unit, on := d.unitPrivateTmp(); on {
@@ -227,7 +227,12 @@ func (d *doc) unitPrivateTmp() (string, bool) {
 	candidates := []string{d.opts.Unit}
 	if d.opts.Unit == "" {
 		candidates = nil
-		for _, name := range []string{"apache2.service", "httpd.service"} {
+		names := []string{"apache2.service", "httpd.service"}
+		if d.report.Apache.Instance != "" {
+			// Debian's instances run from the template unit.
+			names = []string{"apache2@.service"}
+		}
+		for _, name := range names {
 			for _, dir := range []string{"/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"} {
 				candidates = append(candidates, filepath.Join(dir, name))
 			}
