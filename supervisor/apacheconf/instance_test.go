@@ -88,3 +88,29 @@ func TestFromCommand(t *testing.T) {
 		t.Errorf("unitRoot = %q", u)
 	}
 }
+
+func TestParseListensRootsAndServerNames(t *testing.T) {
+	files := memFS{"/etc/apache2/apache2.conf": `Listen 80
+Listen 127.0.0.1:8080
+DocumentRoot /var/www/html
+<VirtualHost *:80>
+  ServerName wp.example
+  DocumentRoot /usr/share/wordpress
+  Alias /wp-content /var/lib/wordpress/wp-content
+</VirtualHost>
+`}
+	c, err := newParser("/etc/apache2/apache2.conf", ParseOptions{ServerRoot: "/etc/apache2"}, files).parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.Listens, " ") != "80 127.0.0.1:8080" {
+		t.Errorf("listens %v", c.Listens)
+	}
+	if len(c.Roots) != 3 || c.Roots[0] != (Root{URL: "/", Dir: "/var/www/html", Pos: "/etc/apache2/apache2.conf:3"}) ||
+		c.Roots[2].URL != "/wp-content" || c.Roots[2].Dir != "/var/lib/wordpress/wp-content" || c.Roots[1].VirtualHost != "/etc/apache2/apache2.conf:4" {
+		t.Errorf("roots %+v", c.Roots)
+	}
+	if c.ServerNames["/etc/apache2/apache2.conf:4"] != "wp.example" {
+		t.Errorf("server names %v", c.ServerNames)
+	}
+}

@@ -568,8 +568,7 @@ func phpFiles(root string) []string {
 // Alias or DocumentRoot that holds it.
 func (d *doc) urlFor(file string) (string, rootRef, bool) {
 	best, bestLen := rootRef{}, -1
-	roots := append([]rootRef{}, d.roots()...)
-	for _, r := range roots {
+	for _, r := range d.roots() {
 		dir := filepath.Clean(r.Dir)
 		if (strings.HasPrefix(file, dir+"/") || dir == "/") && len(dir) > bestLen {
 			best, bestLen = r, len(dir)
