@@ -219,3 +219,54 @@ func runDoctor(t *testing.T, opts Options) *Report {
 	fmt.Fprintf(os.Stderr, "--- %s report:\n%s", t.Name(), b.String())
 	return r
 }
+
+// stop stops the instance with its own apache2ctl-NAME and waits for the
+// main process to go.
+func (di *debianInstance) stop(t *testing.T) {
+	t.Helper()
+	pid := di.pid()
+	di.run(t, "apache2ctl", "stop")
+	for i := 0; i < 150 && pid > 0 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	os.Remove(di.pidFile())
+}
+
+// What `apt-get install wordpress` leaves in an instance next to a PHP-FPM
+// backend: mod_php and mpm_prefork enabled by a2enmod.
+func TestModPHPEnabledInDebianInstance(t *testing.T) {
+	needBinary(t, "/usr/sbin/php-fpm8.2", "/usr/lib/apache2/modules/libphp8.2.so", "/etc/apache2/mods-available/php8.2.load")
+	di := newDebianInstance(t)
+	_, www, sock, cfg := phpSite(t)
+	conf := filepath.Join(di.root, "conf-available", "sockvisor.conf")
+	site := strings.Replace(fixedPHPSite(www, sock), "DocumentRoot "+www+"\n", "DocumentRoot "+www+"\n<Directory "+www+">\n  Require all granted\n</Directory>\n", 1)
+	if err := os.WriteFile(conf, []byte(site), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	di.run(t, "a2enconf", "-q", "sockvisor")
+	di.run(t, "a2dismod", "-q", "mpm_event")
+	di.run(t, "a2enmod", "-q", "mpm_prefork", "php8.2", "proxy_fcgi")
+	di.start(t)
+	cfg.Apache = config.Apache{ConfigFile: conf}
+	r := runDoctor(t, Options{Sockvisor: cfg})
+	if r.Apache.Instance != di.name {
+		t.Fatalf("diagnosed %+v, want instance %s", r.Apache, di.name)
+	}
+	f := wantProblem(t, r, IDModPHP)
+	if n := len(r.all()); n != 1 {
+		t.Errorf("%d findings, want only mod-php-loaded: %+v", n, r.all())
+	}
+	mustContain(t, "evidence", strings.Join(f.Evidence, "\n"), "php_module", di.root+"/mods-enabled/php8.2.load", "mpm_prefork_module")
+	mustContain(t, "fix", f.Fix, "a2dismod-"+di.name+" php8.2 mpm_prefork", "a2enmod-"+di.name+" mpm_event", "systemctl restart apache2@"+di.name)
+
+	// Fixed as the doctor says (a restart: modules need one).
+	di.stop(t)
+	di.run(t, "a2dismod", "-q", "php8.2", "mpm_prefork")
+	di.run(t, "a2enmod", "-q", "mpm_event")
+	di.start(t)
+	in := &apachetest.Instance{Port: di.port}
+	if code, body, err := in.Get("/index.php"); err != nil || code != 200 || body != "php ok" {
+		t.Fatalf("fixed: GET /index.php = %d %q %v", code, body, err)
+	}
+	wantHealthy(t, runDoctor(t, Options{Sockvisor: cfg}))
+}
