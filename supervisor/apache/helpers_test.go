@@ -87,7 +87,7 @@ func startUWSGI(t *testing.T, dir, sock, name string) {
 // holding index.php, which echoes what PHP resolved. It returns the root.
 func startFPM(t *testing.T, dir string, socks ...string) string {
 	t.Helper()
-	testutil.NeedBinary(t, "php-fpm8.2")
+	fpm, _ := testutil.PHPFPM(t)
 	root := filepath.Join(dir, "www")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
@@ -104,7 +104,7 @@ func startFPM(t *testing.T, dir string, socks ...string) string {
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startProc(t, filepath.Join(dir, "fpm.out"), nil, "php-fpm8.2", "-F", "-y", cf)
+	p := startProc(t, filepath.Join(dir, "fpm.out"), nil, fpm, "-F", "-y", cf)
 	for _, sock := range socks {
 		testutil.WaitSocket(t, sock, 20*time.Second, p.Log)
 	}

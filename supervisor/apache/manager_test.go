@@ -291,9 +291,7 @@ backend "app" {
 // names the a2enmod command and writes nothing.
 func TestMissingModule(t *testing.T) {
 	testutil.NeedRoot(t)
-	if !apachetest.Available() {
-		t.Skipf("%s: needs apache2", t.Name())
-	}
+	testutil.NeedBinary(t, apachetest.Binary)
 	dir := testutil.ShortDir(t)
 	// An Apache config that is never started: only -M runs against it.
 	var conf strings.Builder
