@@ -7,7 +7,7 @@ packages=(
 	apache2 gunicorn python3-gunicorn uwsgi-core uwsgi-plugin-python3 php-fpm
 	wrk curl mmdebstrap iproute2 procps psmisc
 	lintian rpm cpio groff-base checkpolicy semodule-utils policycoreutils selinux-policy-dev gnuplot-nox
-	libapache2-mod-php8.2 # [J] the doctor's mod_php test loads libphp8.2.so into a private Apache
+	libapache2-mod-php # [J] the doctor's mod_php tests load libphpX.Y.so into a private Apache
 )
 
 missing=()
@@ -25,10 +25,13 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# [J] libapache2-mod-php8.2's postinst enables php8.2 and mpm_prefork in the
+# [J] libapache2-mod-php's postinst enables phpX.Y and mpm_prefork in the
 # system Apache; the tests need only the module file, so undo that.
-if [[ " ${missing[*]} " == *" libapache2-mod-php8.2 "* ]] && command -v a2dismod >/dev/null; then
-	a2dismod -q php8.2 mpm_prefork >/dev/null 2>&1 || true
+if [[ " ${missing[*]} " == *" libapache2-mod-php "* ]] && command -v a2dismod >/dev/null; then
+	for m in /etc/apache2/mods-enabled/php*.load; do
+		[ -e "$m" ] && a2dismod -q "$(basename "$m" .load)" >/dev/null 2>&1 || true
+	done
+	a2dismod -q mpm_prefork >/dev/null 2>&1 || true
 	a2enmod -q mpm_event >/dev/null 2>&1 || true
 fi
 # The tests start their own Apache and PHP-FPM; the packaged ones must not

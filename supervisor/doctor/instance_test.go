@@ -37,7 +37,8 @@ type debianInstance struct {
 func newDebianInstance(t *testing.T) *debianInstance {
 	t.Helper()
 	testutil.NeedRoot(t)
-	needBinary(t, setupInstance, "/etc/apache2/apache2.conf", apachetest.Binary)
+	needApache(t)
+	testutil.NeedBinary(t, setupInstance, "/etc/apache2/apache2.conf")
 	di := &debianInstance{name: fmt.Sprintf("svj%06d", rand.Intn(1000000))}
 	di.root = "/etc/apache2-" + di.name
 	if _, err := os.Lstat(di.root); err == nil {
@@ -127,7 +128,7 @@ func (di *debianInstance) remove() {
 }
 
 func TestSecondDebianInstanceIsTheOneDiagnosed(t *testing.T) {
-	needBinary(t, "/usr/bin/gunicorn")
+	testutil.NeedBinary(t, "/usr/bin/gunicorn")
 	di := newDebianInstance(t)
 	dir := testutil.ShortDir(t)
 	sock := dir + "/app.sock"
@@ -235,7 +236,10 @@ func (di *debianInstance) stop(t *testing.T) {
 // What `apt-get install wordpress` leaves in an instance next to a PHP-FPM
 // backend: mod_php and mpm_prefork enabled by a2enmod.
 func TestModPHPEnabledInDebianInstance(t *testing.T) {
-	needBinary(t, "/usr/sbin/php-fpm8.2", "/usr/lib/apache2/modules/libphp8.2.so", "/etc/apache2/mods-available/php8.2.load")
+	modPHPFile(t)
+	_, v := testutil.PHPFPM(t)
+	php := "php" + v // the module's name for a2enmod
+	testutil.NeedBinary(t, "/etc/apache2/mods-available/"+php+".load")
 	di := newDebianInstance(t)
 	_, www, sock, cfg := phpSite(t)
 	conf := filepath.Join(di.root, "conf-available", "sockvisor.conf")
@@ -245,7 +249,7 @@ func TestModPHPEnabledInDebianInstance(t *testing.T) {
 	}
 	di.run(t, "a2enconf", "-q", "sockvisor")
 	di.run(t, "a2dismod", "-q", "mpm_event")
-	di.run(t, "a2enmod", "-q", "mpm_prefork", "php8.2", "proxy_fcgi")
+	di.run(t, "a2enmod", "-q", "mpm_prefork", php, "proxy_fcgi")
 	di.start(t)
 	cfg.Apache = config.Apache{ConfigFile: conf}
 	r := runDoctor(t, Options{Sockvisor: cfg})
@@ -256,12 +260,12 @@ func TestModPHPEnabledInDebianInstance(t *testing.T) {
 	if n := len(r.all()); n != 1 {
 		t.Errorf("%d findings, want only mod-php-loaded: %+v", n, r.all())
 	}
-	mustContain(t, "evidence", strings.Join(f.Evidence, "\n"), "php_module", di.root+"/mods-enabled/php8.2.load", "mpm_prefork_module")
-	mustContain(t, "fix", f.Fix, "a2dismod-"+di.name+" php8.2 mpm_prefork", "a2enmod-"+di.name+" mpm_event", "systemctl restart apache2@"+di.name)
+	mustContain(t, "evidence", strings.Join(f.Evidence, "\n"), "php_module", di.root+"/mods-enabled/"+php+".load", "mpm_prefork_module")
+	mustContain(t, "fix", f.Fix, "a2dismod-"+di.name+" "+php+" mpm_prefork", "a2enmod-"+di.name+" mpm_event", "systemctl restart apache2@"+di.name)
 
 	// Fixed as the doctor says (a restart: modules need one).
 	di.stop(t)
-	di.run(t, "a2dismod", "-q", "php8.2", "mpm_prefork")
+	di.run(t, "a2dismod", "-q", php, "mpm_prefork")
 	di.run(t, "a2enmod", "-q", "mpm_event")
 	di.start(t)
 	in := &apachetest.Instance{Port: di.port}

@@ -209,7 +209,8 @@ func holdConns(t *testing.T, sock string, n int, full bool) int {
 }
 
 func TestLiveStateFailedAndStuckBackends(t *testing.T) {
-	needBinary(t, "/usr/bin/gunicorn")
+	needApache(t)
+	testutil.NeedBinary(t, "/usr/bin/gunicorn")
 	dir := testutil.ShortDir(t)
 	sv := startSockvisor(t, dir, "backlog = 64", gunicornBackend("web", "/web/", "")+crashing+stuckBackend, nil)
 	if code, body, err := sv.in.Get("/web/"); err != nil || code != 200 {
@@ -265,7 +266,8 @@ func TestLiveStateFailedAndStuckBackends(t *testing.T) {
 }
 
 func TestFailedApacheApplyIsReported(t *testing.T) {
-	needBinary(t, "/usr/bin/gunicorn")
+	needApache(t)
+	testutil.NeedBinary(t, "/usr/bin/gunicorn")
 	dir := testutil.ShortDir(t)
 	broken := func(in *apachetest.Instance) {
 		// A hand-written line Apache rejects: every configtest fails, so
@@ -311,7 +313,8 @@ func TestFailedApacheApplyIsReported(t *testing.T) {
 const slowPHP = `<?php sleep(5); echo "slow ok";`
 
 func TestPHPMaxChildrenWhileRequestsQueue(t *testing.T) {
-	needBinary(t, "/usr/sbin/php-fpm8.2")
+	needApache(t)
+	fpm, _ := testutil.PHPFPM(t)
 	for _, fixed := range []bool{false, true} {
 		t.Run(map[bool]string{false: "broken", true: "fixed"}[fixed], func(t *testing.T) {
 			dir := testutil.ShortDir(t)
@@ -320,7 +323,7 @@ func TestPHPMaxChildrenWhileRequestsQueue(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(www, "slow.php"), []byte(slowPHP), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			command := `["/usr/sbin/php-fpm8.2"]`
+			command := fmt.Sprintf(`[%q]`, fpm)
 			if fixed {
 				// The fix the doctor names: an own pool with room for the load.
 				pool := filepath.Join(dir, "pool.conf")
@@ -328,7 +331,7 @@ func TestPHPMaxChildrenWhileRequestsQueue(t *testing.T) {
 				if err := os.WriteFile(pool, []byte(src), 0o644); err != nil {
 					t.Fatal(err)
 				}
-				command = fmt.Sprintf(`["/usr/sbin/php-fpm8.2", "-y", %q]`, pool)
+				command = fmt.Sprintf(`[%q, "-y", %q]`, fpm, pool)
 			}
 			sv := startSockvisor(t, dir, "", fmt.Sprintf(`
 backend "blog" {

@@ -19,7 +19,8 @@ import (
 // sockvisor config that names it as backend "blog".
 func phpSite(t *testing.T) (dir, www, sock string, cfg *config.Config) {
 	t.Helper()
-	needBinary(t, "/usr/sbin/php-fpm8.2")
+	needApache(t)
+	testutil.PHPFPM(t)
 	dir = testutil.ShortDir(t)
 	www, sock = dir+"/www", dir+"/php.sock"
 	if err := os.Mkdir(www, 0o755); err != nil {
@@ -151,7 +152,7 @@ func TestPHPFPMErrors(t *testing.T) {
 }
 
 func TestModPHPNextToFPM(t *testing.T) {
-	needBinary(t, "/usr/lib/apache2/modules/libphp8.2.so")
+	libphp := modPHPFile(t)
 	_, www, sock, cfg := phpSite(t)
 	// What `apt-get install wordpress` leaves: prefork and mod_php.
 	var mods []string
@@ -161,7 +162,7 @@ func TestModPHPNextToFPM(t *testing.T) {
 		}
 		mods = append(mods, m)
 	}
-	site := "LoadModule php_module /usr/lib/apache2/modules/libphp8.2.so\n" + fixedPHPSite(www, sock)
+	site := "LoadModule php_module " + libphp + "\n" + fixedPHPSite(www, sock)
 	in := apachetest.Start(t, site, apachetest.WithModules(mods...))
 	r := diagnose(t, in, Options{Sockvisor: cfg})
 	f := wantProblem(t, r, IDModPHP)
@@ -197,7 +198,8 @@ pm.max_children = 2
 	if err := os.WriteFile(conf, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := startProc(t, dir, "/usr/sbin/php-fpm8.2", "-F", "-y", conf)
+	fpm, _ := testutil.PHPFPM(t)
+	cmd := startProc(t, dir, fpm, "-F", "-y", conf)
 	testutil.WaitSocket(t, sock, 15*time.Second)
 	return cmd
 }
@@ -294,23 +296,19 @@ func fixInPlace(t *testing.T, in *apachetest.Instance, site string) {
 	}
 }
 
-// needBinary is testutil.NeedBinary, except that under CI (CI set) a
-// missing program fails the test instead of skipping it. Apache is always
-// needed: every test here runs a real one.
-func needBinary(t *testing.T, names ...string) {
+// needApache needs root and Apache: every test here runs a real one.
+// Locally a missing one skips the test, in CI it fails (testutil).
+func needApache(t *testing.T) {
 	t.Helper()
-	names = append(names, apachetest.Binary)
-	if os.Getenv("CI") != "" {
-		for _, n := range names {
-			_, err := os.Stat(n)
-			if !strings.Contains(n, "/") {
-				_, err = exec.LookPath(n)
-			}
-			if err != nil {
-				t.Fatalf("%s: needs %s, which CI installs (scripts/install-deps.sh)", t.Name(), n)
-			}
-		}
-	}
 	testutil.NeedRoot(t)
-	testutil.NeedBinary(t, names...)
+	testutil.NeedBinary(t, apachetest.Binary)
+}
+
+// modPHPFile is the installed PHP-FPM version's mod_php, libphpX.Y.so.
+func modPHPFile(t *testing.T) string {
+	t.Helper()
+	_, v := testutil.PHPFPM(t)
+	f := "/usr/lib/apache2/modules/libphp" + v + ".so"
+	testutil.NeedBinary(t, f)
+	return f
 }
