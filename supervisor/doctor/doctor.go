@@ -228,6 +228,7 @@ type doc struct {
 	id      Identity
 	owners  map[string]owner
 	diag    map[string]sockdiag.Stat
+	later   map[string]sockdiag.Stat // diag again, after the checks
 	root    bool
 	sockets map[string]*sockState
 	// logs are the error logs' last lines; claimed marks those a specific
@@ -265,7 +266,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	d.sharedWorkers()
 	d.loadLogs()
+	// A second sample, after every connect and probe: a queue that grew
+	// since the first is not being accepted from.
+	if later, err := sockdiag.Listening(); err == nil && d.diag != nil {
+		d.later = later
+	}
 	d.live(ctx)
+	d.unaccepted()
 	d.notInApache()
 	d.php(ctx)
 	d.errorLogs()

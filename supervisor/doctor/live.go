@@ -11,6 +11,7 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/backend"
 	"github.com/sockvisor/sockvisor/supervisor/control"
 	"github.com/sockvisor/sockvisor/supervisor/daemon"
+	"github.com/sockvisor/sockvisor/supervisor/probe"
 	"github.com/sockvisor/sockvisor/supervisor/sockdiag"
 )
 
@@ -69,12 +70,8 @@ func (d *doc) live(ctx context.Context) {
 		return
 	}
 	d.report.Sockvisor = &SockvisorInfo{Control: path, Status: &st}
-	later, err := sockdiag.Listening()
-	if err != nil {
-		later = nil
-	}
 	for _, b := range st.Backends {
-		d.backendState(b, later)
+		d.backendState(b, d.later)
 	}
 	d.applyState(st.LastApacheApply)
 }
@@ -241,6 +238,44 @@ func (d *doc) confirmNotAccepting() {
 			if f := &t.Findings[i]; f.ID == IDNotAccepting && f.LogCount > 0 {
 				f.Severity = SevError
 			}
+		}
+	}
+}
+
+// unaccepted flags sockets that take connections into their queue but never
+// accept them: the connect worked, the probe got no answer, and the
+// connections stay queued (a systemd socket unit whose service is down, a
+// stopped or stuck server that still holds the socket). Apache's requests
+// then hang until its Timeout. Sockets a finding already explains are
+// skipped.
+func (d *doc) unaccepted() {
+	if d.diag == nil || d.later == nil {
+		return
+	}
+	seen := map[string]bool{}
+	for _, t := range d.report.Targets {
+		s := d.sockets[t.Socket]
+		if s == nil || seen[t.Socket] || !s.liveKnown || s.liveErr != nil || (s.probed && s.kind != probe.KindUnknown) {
+			continue
+		}
+		seen[t.Socket] = true
+		if t.has(IDBackendDown, IDBackendNotReady, IDNotAccepting, IDBacklogFull, IDProtocolMismatch) {
+			continue
+		}
+		before, after := d.diag[t.Socket], d.later[t.Socket]
+		if after.Queue == 0 || after.Queue < before.Queue {
+			continue
+		}
+		fix := fmt.Sprintf("find the process holding it (ss -xlp src %s) and restart it, or start the service meant to accept on it", t.Socket)
+		if _, ok := d.owners[t.Socket]; ok {
+			fix = "the process holding the socket does not accept: " + d.ownerHint(t.Socket) + "; if it is stuck, restart it"
+		}
+		for _, x := range d.targetsFor(t.Socket) {
+			x.add(Finding{ID: IDNotAccepting, Severity: SevWarning,
+				What: fmt.Sprintf("nothing accepts connections on %s: they wait in its queue (%d queued, backlog %d) and the doctor's own probe got no answer, so Apache's requests hang until its timeout, then fail with 502/504", t.Socket, after.Queue, after.Backlog),
+				Evidence: []string{fmt.Sprintf("sock_diag: %d queued before the checks, %d after (backlog %d)", before.Queue, after.Queue, after.Backlog),
+					"probe: " + s.kindEv},
+				Fix: fix})
 		}
 	}
 }

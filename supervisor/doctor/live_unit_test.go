@@ -1,10 +1,14 @@
 package doctor
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
 	"github.com/sockvisor/sockvisor/supervisor/backend"
 	"github.com/sockvisor/sockvisor/supervisor/daemon"
@@ -84,4 +88,38 @@ func TestApplyStateNamesStepAndFix(t *testing.T) {
 	}
 	mustContain(t, "evidence", strings.Join(f.Evidence, "\n"), "proxy_uwsgi", "/etc/apache2/conf-available/sockvisor.conf")
 	mustContain(t, "fix", f.Fix, "a2enmod", "sockvisor reload")
+}
+
+// A socket that something holds and listens on but never accepts from (a
+// socket unit whose service is down, a stopped server): connects succeed
+// into the queue and Apache's requests hang until its timeout.
+func TestQueuedButNeverAccepted(t *testing.T) {
+	needApache(t)
+	dir := testutil.ShortDir(t)
+	sock := dir + "/held.sock"
+	testutil.ListenUnix(t, sock, 16)
+	os.Chmod(sock, 0o777)
+	in := apachetest.Start(t, fmt.Sprintf("ProxyPass \"/q/\" \"unix:%s|http://held.invalid/\" timeout=1\n", sock))
+	if code, _ := get(t, in, "/q/"); code < 500 {
+		t.Fatalf("setup: GET /q/ = %d, want a 5xx", code)
+	}
+	r := diagnose(t, in, Options{ProbeTimeout: time.Second})
+	f := wantProblem(t, r, IDNotAccepting)
+	mustContain(t, "what", f.What, "nothing accepts", sock, "queued")
+	if f.Severity != SevError || f.LogCount == 0 {
+		t.Errorf("Apache's timeout is not attached, or the finding is not an error: %+v", f)
+	}
+	if len(r.Find(IDPastError)) > 0 {
+		t.Errorf("log lines filed as past errors: %+v", r.Find(IDPastError))
+	}
+
+	// Fixed: a server that answers on the socket.
+	dir2 := testutil.ShortDir(t)
+	sock2 := dir2 + "/held.sock"
+	httpServer(t, dir2, sock2, "ok")
+	in2 := apachetest.Start(t, fmt.Sprintf("ProxyPass \"/q/\" \"unix:%s|http://held.invalid/\" timeout=1\n", sock2))
+	if code, _ := get(t, in2, "/q/"); code != 200 {
+		t.Fatalf("fixed: GET /q/ = %d", code)
+	}
+	wantHealthy(t, diagnose(t, in2, Options{ProbeTimeout: time.Second}))
 }
