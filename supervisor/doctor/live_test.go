@@ -309,8 +309,8 @@ func TestFailedApacheApplyIsReported(t *testing.T) {
 	wantHealthy(t, sv.diagnose())
 }
 
-// slowPHP is a script that takes five seconds.
-const slowPHP = `<?php sleep(5); echo "slow ok";`
+// slowPHP is a script that takes eight seconds.
+const slowPHP = `<?php sleep(8); echo "slow ok";`
 
 func TestPHPMaxChildrenWhileRequestsQueue(t *testing.T) {
 	needApache(t)
@@ -363,11 +363,16 @@ backend "blog" {
 					fmt.Fprintf(os.Stderr, "GET slow.php: %d %q\n", resp.StatusCode, b)
 				}()
 			}
-			time.Sleep(3500 * time.Millisecond)
-			r := sv.diagnose()
-			if b, _ := os.ReadFile(sv.logFile); !fixed && !strings.Contains(string(b), "max_children") {
-				t.Logf("sockvisor log has no max_children line:\n%s", b)
+			// Wait for the pool to hit its limit (the fixed one never does:
+			// give it as long), while the requests still run.
+			deadline := time.Now().Add(5 * time.Second)
+			for time.Now().Before(deadline) {
+				if b, _ := os.ReadFile(sv.logFile); strings.Contains(string(b), "reached pm.max_children") {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
+			r := sv.diagnose()
 			wg.Wait()
 			if fixed {
 				wantHealthy(t, r)
