@@ -3,6 +3,7 @@ package apacheconf
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -231,7 +232,9 @@ type Hint struct {
 // An explicit command wins; then the instance whose root holds the
 // rendered config file or whose unit is named (apache2@NAME.service); then
 // the running installed instance (the default one first), else the
-// distribution's default root. A chosen instance that runs carries its pid.
+// distribution's default root, else apache2ctl or apachectl from PATH; an
+// empty Apachectl means no Apache was found. A chosen instance that runs
+// carries its pid.
 func Discover(h Hint) (chosen Instance, others []Instance) {
 	run := Running()
 	pick := func(want Instance) (Instance, []Instance) {
@@ -290,6 +293,12 @@ func Discover(h Hint) (chosen Instance, others []Instance) {
 		return pick(rootInstance(root))
 	case len(run) > 0:
 		return pick(run[0])
+	}
+	// No known root: whatever apachectl PATH has, as it resolves itself.
+	for _, c := range []string{"apache2ctl", "apachectl"} {
+		if p, err := exec.LookPath(c); err == nil {
+			return pick(FromCommand([]string{p}))
+		}
 	}
 	return Instance{}, nil
 }

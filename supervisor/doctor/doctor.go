@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -310,14 +309,6 @@ func (d *doc) apache(ctx context.Context) error {
 		hint = apacheconf.Hint{Apachectl: c.Apache.Apachectl, ConfigFile: c.Apache.ConfigFile, Unit: c.Apache.Unit}
 	}
 	inst, others := apacheconf.Discover(hint)
-	if len(inst.Apachectl) == 0 {
-		for _, c := range []string{"apache2ctl", "apachectl"} {
-			if p, err := exec.LookPath(c); err == nil {
-				inst = apacheconf.FromCommand([]string{p})
-				break
-			}
-		}
-	}
 	if len(inst.Apachectl) == 0 {
 		return fmt.Errorf("%w: neither apache2ctl nor apachectl is in PATH; pass the Apache command", ErrNoApache)
 	}
