@@ -237,6 +237,10 @@ type doc struct {
 	claimed  map[int]bool
 	// since is when log lines start to count as current (see current).
 	since time.Time
+	// svLog is the end of sockvisor's own log (sockvisorLog).
+	svLog     []byte
+	svLogSrc  string
+	svLogRead bool
 }
 
 // Run examines Apache and every socket it proxies to. The error is non-nil

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,7 +74,7 @@ func (d *doc) live(ctx context.Context) {
 	}
 	d.report.Sockvisor = &SockvisorInfo{Control: path, Status: &st}
 	for _, b := range st.Backends {
-		d.backendState(b, d.later)
+		d.backendState(ctx, b, d.later)
 	}
 	d.applyState(st.LastApacheApply)
 }
@@ -89,7 +92,7 @@ func queueNow(b daemon.BackendReport, path string, diag map[string]sockdiag.Stat
 	return 0, 0, false
 }
 
-func (d *doc) backendState(b daemon.BackendReport, later map[string]sockdiag.Stat) {
+func (d *doc) backendState(ctx context.Context, b daemon.BackendReport, later map[string]sockdiag.Stat) {
 	socks := b.Sockets
 	if len(socks) == 0 {
 		for _, q := range b.Queues {
@@ -161,15 +164,44 @@ func (d *doc) backendState(b daemon.BackendReport, later map[string]sockdiag.Sta
 		if f == nil {
 			continue
 		}
+		if f.ID != IDNotAccepting {
+			for _, l := range d.backendOutput(ctx, b.Name, 3) {
+				f.Evidence = append(f.Evidence, "its output: "+l)
+			}
+		}
 		ts := d.targetsFor(sock)
 		if len(ts) == 0 {
 			d.general(*f)
 			continue
 		}
 		for _, t := range ts {
-			t.add(*f)
+			d.addLive(t, *f, b.Name)
 		}
 	}
+}
+
+// addLive adds a finding from the daemon's state to t. It replaces the
+// socket-level notes it explains (a queue filling, no protocol answer), and
+// a full queue stays the one backlog-full finding, with the backend's state
+// added to it.
+func (d *doc) addLive(t *Target, f Finding, name string) {
+	if f.ID == IDNotAccepting && f.Severity == SevError {
+		for i := range t.Findings {
+			if e := &t.Findings[i]; e.ID == IDBacklogFull {
+				e.What += fmt.Sprintf(", although sockvisor reports backend %q ready", name)
+				e.Evidence = append(e.Evidence, f.Evidence...)
+				e.Fix += fmt.Sprintf("; `sockvisor restart %s` frees the queue now", name)
+				return
+			}
+		}
+	}
+	kept := t.Findings[:0]
+	for _, e := range t.Findings {
+		if e.ID != IDBacklogHigh && e.ID != IDProtocolUnknown {
+			kept = append(kept, e)
+		}
+	}
+	t.Findings = append(kept, f)
 }
 
 // instanceOf returns instance i of b (the one on sock), or b's summary.
@@ -278,4 +310,70 @@ func (d *doc) unaccepted() {
 				Fix: fix})
 		}
 	}
+}
+
+// sockvisorLog returns the end of sockvisor's own log, where every
+// backend's output goes, and where it came from: Options.SockvisorLogs, or
+// the journal of sockvisor.service. It is read once; nil when unavailable.
+func (d *doc) sockvisorLog(ctx context.Context) (string, []byte) {
+	if d.svLogRead {
+		return d.svLogSrc, d.svLog
+	}
+	d.svLogRead = true
+	if d.opts.SockvisorLogs != nil {
+		var all []byte
+		for _, f := range d.opts.SockvisorLogs {
+			b, err := tail(f, defaultLogTail)
+			if err != nil {
+				d.uncheck("sockvisor's log: %v", err)
+				continue
+			}
+			all = append(all, b...)
+		}
+		d.svLogSrc, d.svLog = strings.Join(d.opts.SockvisorLogs, ", "), all
+		return d.svLogSrc, d.svLog
+	}
+	if _, err := exec.LookPath("journalctl"); err != nil {
+		return "", nil
+	}
+	jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(jctx, "journalctl", "-u", "sockvisor.service", "-n", "5000", "-o", "cat", "--no-pager").Output()
+	if err != nil || len(out) == 0 {
+		return "", nil
+	}
+	d.svLogSrc, d.svLog = "journalctl -u sockvisor", out
+	return d.svLogSrc, d.svLog
+}
+
+var outputLineRe = regexp.MustCompile(`line="((?:[^"\\]|\\.)*)"`)
+
+// backendOutput returns the last n lines a backend printed, from
+// sockvisor's log ("sockvisor.backend.NAME: output: ... line=...").
+func (d *doc) backendOutput(ctx context.Context, name string, n int) []string {
+	_, b := d.sockvisorLog(ctx)
+	if b == nil {
+		return nil
+	}
+	mark := "backend." + name + ": output:"
+	markJSON := `"@module":"sockvisor.backend.` + name + `"`
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, mark) && !(strings.Contains(l, markJSON) && strings.Contains(l, `"output"`)) {
+			continue
+		}
+		text := l
+		if m := outputLineRe.FindStringSubmatch(l); m != nil {
+			if u, err := strconv.Unquote(`"` + m[1] + `"`); err == nil {
+				text = u
+			} else {
+				text = m[1]
+			}
+		}
+		out = append(out, text)
+		if len(out) > n {
+			out = out[1:]
+		}
+	}
+	return out
 }

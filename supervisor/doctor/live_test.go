@@ -242,10 +242,16 @@ func TestLiveStateFailedAndStuckBackends(t *testing.T) {
 			t.Errorf("the failed backend's log lines were filed as past errors: %+v", p)
 		}
 	}
-	s := wantProblem(t, r, IDNotAccepting)
-	mustContain(t, "what", s.What, `"stuck"`, "maximum backlog")
-	if len(r.Find(IDBacklogFull)) == 0 {
-		t.Error("no backlog-full finding for the stuck socket")
+	// The stuck one is the maximum-backlog row, with sockvisor's view.
+	s := wantProblem(t, r, IDBacklogFull)
+	mustContain(t, "what", s.What, "listen queue is full", `backend "stuck" ready`)
+	mustContain(t, "evidence", strings.Join(s.Evidence, "\n"), `backend "stuck" instance 0 state ready`)
+	mustContain(t, "fix", s.Fix, "sockvisor restart stuck")
+	mustContain(t, "evidence", ev, "its output: cannot open database")
+	for _, tg := range r.Targets {
+		if tg.Backend == "down" && tg.has(IDBacklogHigh, IDProtocolUnknown) {
+			t.Errorf("notes the failed backend explains are still there: %+v", tg.Findings)
+		}
 	}
 	for _, tg := range r.Targets {
 		if tg.Backend == "web" && tg.Verdict != "ok" {

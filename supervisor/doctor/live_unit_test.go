@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -40,14 +41,14 @@ func TestBackendStateFindings(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			tg := &Target{Socket: sock, Scheme: "http", conf: apacheconf.Target{Host: "a.invalid"}}
-			d := &doc{report: &Report{Targets: []*Target{tg}}, diag: map[string]sockdiag.Stat{sock: {Queue: c.before, Backlog: 16}}}
+			d := &doc{report: &Report{Targets: []*Target{tg}}, diag: map[string]sockdiag.Stat{sock: {Queue: c.before, Backlog: 16}}, svLogRead: true}
 			b := daemon.BackendReport{
 				Status: backend.Status{Name: "a", State: c.state, Ready: c.ready, Sockets: []string{sock},
 					Instances: []backend.InstanceStatus{{Socket: sock, State: c.state, Ready: c.ready, Restarts: 5,
 						LastExit: &backend.Exit{PID: 42, Code: 3, At: at}, LastError: "process 42 exited with status 3"}}},
 				Queues: []daemon.SocketQueue{{Path: sock, Queue: c.after, Backlog: 16}},
 			}
-			d.backendState(b, nil)
+			d.backendState(context.Background(), b, nil)
 			if c.id == "" {
 				if len(tg.Findings) != 0 {
 					t.Fatalf("false alarm: %+v", tg.Findings)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -339,21 +338,8 @@ func (d *doc) maxChildren(ctx context.Context) {
 		}
 	}
 	if len(d.phpBackends()) > 0 {
-		if d.opts.SockvisorLogs != nil {
-			for _, f := range d.opts.SockvisorLogs {
-				if b, err := tail(f, defaultLogTail); err == nil {
-					scan(f, b)
-				} else {
-					d.uncheck("sockvisor's log: %v", err)
-				}
-			}
-		} else if _, err := exec.LookPath("journalctl"); err == nil {
-			jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			out, err := exec.CommandContext(jctx, "journalctl", "-u", "sockvisor.service", "-n", "5000", "-o", "cat", "--no-pager").Output()
-			cancel()
-			if err == nil {
-				scan("journalctl -u sockvisor", out)
-			}
+		if src, b := d.sockvisorLog(ctx); b != nil {
+			scan(src, b)
 		}
 	}
 	fpmLogs, _ := filepath.Glob("/etc/php/*/fpm/php-fpm.conf")
