@@ -463,6 +463,7 @@ func (d *Daemon) summary() string {
 	if d.lastReloadErr != "" {
 		s += "; last reload failed"
 	}
+	s += d.applied.note()
 	return s
 }
 

@@ -79,6 +79,14 @@ func (r *applyRecord) get() *ApacheApply {
 	return &c
 }
 
+// note is the STATUS= suffix for a failed last apply, else "".
+func (r *applyRecord) note() string {
+	if a := r.get(); a != nil && !a.OK {
+		return "; Apache config not applied (" + a.Step + " failed)"
+	}
+	return ""
+}
+
 // applyStep names the step of Apply that err comes from.
 func applyStep(err error) string {
 	switch {

@@ -33,7 +33,13 @@ func TestApplyRecordNamesTheFailedStep(t *testing.T) {
 			t.Errorf("record(%v) = %+v, want step %s", c.err, a, c.step)
 		}
 	}
+	if n := r.note(); n != "; Apache config not applied (other failed)" {
+		t.Errorf("STATUS= note %q", n)
+	}
 	r.record("/x.conf", true, nil)
+	if n := r.note(); n != "" {
+		t.Errorf("STATUS= note after a success %q", n)
+	}
 	if a := r.get(); !a.OK || a.Step != "" || a.Error != "" || !a.Changed {
 		t.Errorf("success recorded as %+v", a)
 	}
