@@ -7,6 +7,8 @@ packages=(
 	apache2 gunicorn python3-gunicorn uwsgi-core uwsgi-plugin-python3 php-fpm
 	wrk curl mmdebstrap iproute2 procps psmisc
 	lintian rpm cpio groff-base checkpolicy semodule-utils policycoreutils selinux-policy-dev gnuplot-nox
+	openssl # [H] self-signed certificates for the TLS site tests
+	uvicorn python3-uvicorn puma ruby-sd-notify python3-systemd # [G]
 	libapache2-mod-php # [J] the doctor's mod_php tests load libphpX.Y.so into a private Apache
 )
 

@@ -71,7 +71,9 @@ type Config struct {
 	LogLevel      string
 	LogFormat     string
 
-	Apache   Apache
+	Apache Apache
+	// Sites are the virtual hosts sockvisor renders, in config order.
+	Sites    []*Site
 	Backends []*Backend
 }
 
@@ -110,6 +112,9 @@ type Backend struct {
 	// Directory is the working directory; "" means the user's home or /.
 	Directory   string
 	Environment map[string]string
+	// Notify gives the backend a private NOTIFY_SOCKET (true unless
+	// notify = false, which leaves NOTIFY_SOCKET to Environment).
+	Notify bool
 	// DocumentRoot is where PHP-FPM resolves SCRIPT_FILENAME (protocol fcgi).
 	DocumentRoot string
 	StopSignal   syscall.Signal
@@ -121,6 +126,29 @@ type Backend struct {
 	Ready         Ready
 	Restart       Restart
 	Proxy         Proxy
+
+	// Site names the site block whose virtual host holds this backend's
+	// Apache rules; "" means the global server config.
+	Site string
+	// Index is Apache's DirectoryIndex for document_root (fcgi).
+	Index []string
+	// Fallback is the front controller, a URL path relative to the mount,
+	// that Apache serves for paths that are not files (FallbackResource);
+	// "" means none.
+	Fallback string
+	// Htaccess lets .htaccess files in document_root override everything
+	// (AllowOverride All).
+	Htaccess bool
+	// Aliases are URL paths Apache serves from directories, never proxied;
+	// longest URL first.
+	Aliases []Alias
+	// FCGIProxyAll sends every request under the mount to FastCGI, as
+	// sockvisor did before document_root was served by Apache. It bypasses
+	// <Directory> and .htaccess rules; check warns about it.
+	FCGIProxyAll bool
+	// FPM tunes the PHP-FPM pool (preset php-fpm only).
+	FPM FPM
+
 	// Sockets holds one socket per instance, instance 0 first.
 	Sockets []Socket
 	// Pos is where the backend block starts, as "file:line".
@@ -165,6 +193,10 @@ type Socket struct {
 func (b *Backend) Equal(o *Backend) bool {
 	x, y := *b, *o
 	x.Pos, y.Pos = "", ""
+	// What only Apache reads never restarts a backend.
+	for _, z := range []*Backend{&x, &y} {
+		z.Site, z.Index, z.Fallback, z.Htaccess, z.Aliases, z.FCGIProxyAll = "", nil, "", false, nil, false
+	}
 	return fmt.Sprintf("%#v", x) == fmt.Sprintf("%#v", y)
 }
 
@@ -199,9 +231,13 @@ func Path(explicit string) string {
 	return DefaultPath
 }
 
-// Load reads and validates the file at path.
+// Load reads and validates the file at path, which must be a regular file
+// (a FIFO or device is refused without blocking) of at most MaxFileSize.
 func Load(path string) (*Config, error) {
-	src, err := os.ReadFile(path)
+	src, err := readConfigFile(path, defaultLimits)
+	if errors.Is(err, ErrNotRegular) {
+		return nil, err
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s does not exist; create it (examples are in /usr/share/doc/sockvisor/examples/) or pass --config", ErrNotFound, path)
 	}

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -28,6 +27,7 @@ type fileConfig struct {
 	LogFormat     *string `hcl:"log_format,optional"`
 
 	Apache   *fileApache   `hcl:"apache,block"`
+	Sites    []fileSite    `hcl:"site,block"`
 	Backends []fileBackend `hcl:"backend,block"`
 }
 
@@ -55,6 +55,7 @@ type fileBackend struct {
 	Umask        *string           `hcl:"umask,optional"`
 	Directory    *string           `hcl:"directory,optional"`
 	Environment  map[string]string `hcl:"environment,optional"`
+	Notify       *bool             `hcl:"notify,optional"`
 	DocumentRoot *string           `hcl:"document_root,optional"`
 	StopSignal   *string           `hcl:"stop_signal,optional"`
 	StopTimeout  *string           `hcl:"stop_timeout,optional"`
@@ -62,6 +63,15 @@ type fileBackend struct {
 	Ready        *fileReady        `hcl:"ready,block"`
 	Restart      *fileRestart      `hcl:"restart,block"`
 	Proxy        *fileProxy        `hcl:"proxy,block"`
+	// Sites, static files and PHP: see site.go.
+	Site               *string           `hcl:"site,optional"`
+	Index              []string          `hcl:"index,optional"`
+	Fallback           *string           `hcl:"fallback,optional"`
+	Htaccess           *bool             `hcl:"htaccess,optional"`
+	Alias              map[string]string `hcl:"alias,optional"`
+	AliasWorldWritable *bool             `hcl:"alias_world_writable,optional"`
+	FCGIProxyAll       *bool             `hcl:"fcgi_proxy_all,optional"`
+	FPM                *fileFPM          `hcl:"fpm,block"`
 }
 
 type fileReady struct {
@@ -83,7 +93,24 @@ type fileProxy struct {
 }
 
 // Parse decodes and validates src; filename is used in messages only.
+// src larger than MaxFileSize or nested deeper than MaxNesting is refused
+// before HCL parses it.
 func Parse(src []byte, filename string) (*Config, error) {
+	return parseLimited(src, filename, defaultLimits)
+}
+
+func parseLimited(src []byte, filename string, lim limits) (cfg *Config, err error) {
+	if ps := checkLimits(src, filename, lim); ps != nil {
+		return nil, ps
+	}
+	// A reload must never kill the daemon: a panic anywhere in HCL or in
+	// validation becomes a rejected config. (The limits above keep the
+	// stack, whose overflow cannot be recovered, small.)
+	defer func() {
+		if r := recover(); r != nil {
+			cfg, err = nil, Problems{{Pos: filename, Msg: fmt.Sprintf("sockvisor failed while parsing this file (%v); please report it, and simplify the file meanwhile", r)}}
+		}
+	}()
 	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
 		return nil, fromDiagnostics(filename, diags)
@@ -94,7 +121,9 @@ func Parse(src []byte, filename string) (*Config, error) {
 		return nil, nameAttributes(fromDiagnostics(filename, diags), pos)
 	}
 	v := &validator{file: filename, pos: pos, nonString: nonString, blocks: blocks}
-	cfg := v.build(&fc)
+	cfg = v.build(&fc)
+	v.literals(f.Body)
+	v.nulBytes(&fc)
 	if len(v.problems) > 0 {
 		return nil, v.problems
 	}
@@ -183,8 +212,8 @@ func rangePos(r hcl.Range) string {
 // reach a daemon whose config the user just broke. It falls back to the default.
 func PeekControlSocket(path string) string {
 	const def = defaultControlSocket
-	src, err := os.ReadFile(path)
-	if err != nil {
+	src, err := readConfigFile(path, defaultLimits)
+	if err != nil || checkLimits(src, path, defaultLimits) != nil {
 		return def
 	}
 	f, _ := hclsyntax.ParseConfig(src, path, hcl.InitialPos)

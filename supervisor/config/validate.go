@@ -51,6 +51,8 @@ type validator struct {
 	problems  Problems
 	// seen counts backend blocks by name, to find each one's own position.
 	seen map[string]int
+	// badMode holds the mode keys already reported as unparsable.
+	badMode map[string]bool
 }
 
 // at reports a problem at the position of key, falling back to its block,
@@ -95,13 +97,11 @@ func (v *validator) build(fc *fileConfig) *Config {
 		v.at("socket_dir_mode", "socket_dir_mode %s lets every user write to socket_dir, so anyone could replace a socket; drop the last digit's write bit, e.g. \"2750\"", c.SocketDirMode)
 	}
 	v.absPath("socket_dir", c.SocketDir)
-	if c.SocketDir == "/" {
-		v.at("socket_dir", "socket_dir must not be /; use a directory of its own such as /run/sockvisor")
-	}
+	v.notSystemDir(c.SocketDir)
 	v.absPath("control_socket", c.ControlSocket)
-	if within(c.SocketDir, c.ControlSocket) {
-		v.at("control_socket", "control_socket %q is inside socket_dir %q, which sockvisor sweeps; put it elsewhere, e.g. /run/sockvisor.ctl", c.ControlSocket, c.SocketDir)
-	}
+	v.controlSocketOutside(c)
+	v.usableDirMode(c)
+	v.selinuxTypeValid(c)
 	if n := len(c.ControlSocket); n > MaxSocketPath {
 		v.at("control_socket", "control_socket is %d bytes long; the limit for a socket path is %d; choose a shorter path", n, MaxSocketPath)
 	}
@@ -134,6 +134,7 @@ func (v *validator) build(fc *fileConfig) *Config {
 		Reload:     str(fa.Reload, "dbus"),
 		Apachectl:  fa.Apachectl,
 	}
+	v.noNUL("apache.apachectl", "apache.apachectl argument", c.Apache.Apachectl...)
 	if len(c.Apache.Apachectl) > 0 {
 		if _, err := exec.LookPath(c.Apache.Apachectl[0]); err != nil {
 			v.at("apache.apachectl", "apache.apachectl %q is not an executable file; name apache2ctl, apachectl or httpd", c.Apache.Apachectl[0])
@@ -148,6 +149,7 @@ func (v *validator) build(fc *fileConfig) *Config {
 		v.at("apache.unit", "apache.unit %q must name a service unit, e.g. apache2.service", u)
 	}
 
+	v.sites(c, fc.Sites)
 	seenName := map[string]string{}
 	seenSocket := map[string]string{}
 	seenMount := map[string]string{}
@@ -174,7 +176,8 @@ func (v *validator) build(fc *fileConfig) *Config {
 			seenSocket[s.Name] = b.Name
 		}
 		if b.Mount != "" {
-			m := strings.TrimSuffix(b.Mount, "/")
+			// Each site is a URL space of its own.
+			m := b.Site + "\x00" + strings.TrimSuffix(b.Mount, "/")
 			if prev, ok := seenMount[m]; ok {
 				v.at(key+".mount", "mount %q is used by backends %q and %q; each URL path can go to one backend only", b.Mount, prev, b.Name)
 			}
@@ -185,6 +188,7 @@ func (v *validator) build(fc *fileConfig) *Config {
 		}
 		c.Backends = append(c.Backends, b)
 	}
+	v.checkWebConflicts(c)
 	return c
 }
 
@@ -227,6 +231,10 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 	if b.Environment == nil {
 		b.Environment = map[string]string{}
 	}
+	b.Notify = fb.Notify == nil || *fb.Notify
+	if _, ok := b.Environment["NOTIFY_SOCKET"]; ok && b.Notify {
+		v.at(key+".environment", "environment sets NOTIFY_SOCKET, but sockvisor gives backend %q its own notify socket; set notify = false to pass yours", fb.Name)
+	}
 	preset, ok := Presets[b.Preset]
 	if !ok {
 		v.at(key+".preset", "preset %q is unknown; use one of %s", b.Preset, strings.Join(presetNames(), ", "))
@@ -247,6 +255,7 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 	} else if _, err := exec.LookPath(b.Command[0]); err != nil {
 		v.at(key+".command", "command %q is not an executable file; install it or fix the path", b.Command[0])
 	}
+	v.noNUL(key+".command", "command argument", b.Command...)
 
 	b.SocketMode = v.mode(key+".socket_mode", str(fb.SocketMode, "0660"), 0o777)
 	b.Umask = v.mode(key+".umask", str(fb.Umask, "0007"), 0o777)
@@ -272,10 +281,11 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 	} else if b.DocumentRoot != "" {
 		v.at(key+".document_root", "document_root only applies to protocol \"fcgi\" with a mount; remove it")
 	}
-	for k := range b.Environment {
+	for _, k := range sortedKeys(b.Environment) {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			v.at(key+".environment", "environment variable name %q is invalid", k)
 		}
+		v.noNUL(key+".environment", "environment variable "+k, b.Environment[k])
 	}
 
 	b.UID = v.uid(key+".user", b.User)
@@ -322,6 +332,9 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 		}
 	}
 
+	v.usableSocketMode(c, b)
+	v.noNUL(key+".ready.path", "ready.path", b.Ready.Path)
+	v.web(c, b, fb)
 	b.Sockets = v.sockets(c, b, str(fb.Socket, ""))
 	return b
 }
@@ -366,6 +379,10 @@ func (v *validator) mode(key, s string, max uint64) Mode {
 	// A bare number such as 0750 is decimal to HCL: only a quoted string is unambiguous.
 	if err != nil || m > max || s == "" || v.nonString[key] {
 		v.at(key, "%s %q is not an octal mode; write it as a string such as \"%04o\"", lastField(key), s, max&0o2770)
+		if v.badMode == nil {
+			v.badMode = map[string]bool{}
+		}
+		v.badMode[key] = true
 		return 0
 	}
 	return Mode(m)

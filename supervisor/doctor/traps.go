@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"regexp"
 	"strings"
 
@@ -330,8 +329,8 @@ func (d *doc) notInApache() {
 	}
 	for _, b := range c.Backends {
 		routed := b.Mount
-		if site := siteOf(b); site != "" && routed == "" {
-			routed = "site " + site
+		if b.Site != "" {
+			routed = strings.TrimSpace(routed + " in site " + b.Site)
 		}
 		if routed == "" {
 			continue
@@ -349,14 +348,4 @@ func (d *doc) notInApache() {
 			}
 		}
 	}
-}
-
-// siteOf returns a backend's site key, which config is gaining (a vhost per
-// backend); read by name so the doctor builds with and without it.
-func siteOf(b *config.Backend) string {
-	v := reflect.ValueOf(b).Elem().FieldByName("Site")
-	if v.IsValid() && v.Kind() == reflect.String {
-		return v.String()
-	}
-	return ""
 }
