@@ -482,16 +482,16 @@ func (d *doc) sourceLeak(ctx context.Context) {
 			if code != http.StatusOK || !bytes.Contains(body, []byte("<?php")) {
 				continue
 			}
-			sock, host2 := "SOCKET", b.Name+".invalid"
+			sock, worker := "SOCKET", b.Name+".invalid"
 			if len(b.Sockets) > 0 {
 				sock = b.Sockets[0].Path
 			}
 			for _, t := range d.report.Targets {
 				if t.Backend == b.Name {
-					host2 = t.conf.Host
+					worker = t.conf.Host
 				}
 			}
-			fix := fmt.Sprintf("route .php to PHP-FPM where Apache serves %s: next to %s add <FilesMatch \"\\.php$\"> SetHandler \"proxy:unix:%s|fcgi://%s/\" </FilesMatch>", r.Dir, r.Pos, sock, host2)
+			fix := fmt.Sprintf("route .php to PHP-FPM where Apache serves %s: next to %s add <FilesMatch \"\\.php$\"> SetHandler \"proxy:unix:%s|fcgi://%s/\" </FilesMatch>", r.Dir, r.Pos, sock, worker)
 			if b.Mount == "" {
 				fix += fmt.Sprintf(", or give backend %q a mount so sockvisor routes it", b.Name)
 			}
