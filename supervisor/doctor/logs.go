@@ -55,15 +55,17 @@ var explains = map[string][]string{
 	"01102":       {IDProtocolMismatch},
 	"00898":       {IDProtocolMismatch, IDBackendDown, IDBackendNotReady, IDNotAccepting, IDBacklogFull, IDBacklogHigh},
 	"01068":       {IDProtocolMismatch},
-	"01067":       {IDProtocolMismatch, IDFcgiDropped},
-	"01075":       {IDProtocolMismatch, IDFcgiDropped},
-	"00959":       {IDBalancerRetry, IDSocketMissing, IDStale, IDPermission},
-	"01144":       {IDModuleMissing},
-	"01145":       {IDSharedWorker},
-	"01146":       {IDSharedWorker},
-	"01149":       {IDSharedWorker},
-	"01150":       {IDSharedWorker},
-	"00941":       {IDBacklogFull, IDBacklogHigh},
+	// Broken pipe writing the request: the server closed first.
+	"01074": {IDProtocolMismatch, IDFcgiDropped},
+	"01067": {IDProtocolMismatch, IDFcgiDropped},
+	"01075": {IDProtocolMismatch, IDFcgiDropped},
+	"00959": {IDBalancerRetry, IDSocketMissing, IDStale, IDPermission},
+	"01144": {IDModuleMissing},
+	"01145": {IDSharedWorker},
+	"01146": {IDSharedWorker},
+	"01149": {IDSharedWorker},
+	"01150": {IDSharedWorker},
+	"00941": {IDBacklogFull, IDBacklogHigh},
 }
 
 func parseLogLine(s string) (logLine, bool) {
@@ -236,7 +238,7 @@ func (d *doc) matchTargets(l logLine, ids []string) []*Target {
 			if t.Mount != "" && strings.HasPrefix(l.path, t.Mount) {
 				out = append(out, t)
 			}
-		case l.code == "01068" || l.code == "01067" || l.code == "01075" || l.code == "01071":
+		case l.code == "01068" || l.code == "01067" || l.code == "01074" || l.code == "01075" || l.code == "01071":
 			// FastCGI lines name no socket: they belong to the fcgi
 			// targets that explain them.
 			if t.Scheme == "fcgi" && t.has(ids...) {
