@@ -8,7 +8,8 @@ packages=(
 	wrk curl mmdebstrap iproute2 procps psmisc
 	lintian rpm cpio groff-base checkpolicy semodule-utils policycoreutils selinux-policy-dev gnuplot-nox
 	openssl # [H] self-signed certificates for the TLS site tests
-	uvicorn python3-uvicorn puma ruby-sd-notify python3-systemd # [G]
+	uvicorn python3-uvicorn puma ruby-sd-notify python3-gunicorn python3-systemd # [G]
+	ansible # [M] the node test runs the Ansible role from the host; cloud-init runs only inside the node (its rootfs has it)
 	libapache2-mod-php # [J] the doctor's mod_php tests load libphpX.Y.so into a private Apache
 )
 

@@ -508,6 +508,7 @@ func proxySettings(be *config.Backend) []string {
 		out = append(out, "ProxyPreserveHost Off")
 	}
 	out = append(out, prefixHeaders(be)...)
+	out = append(out, keepaliveLines(be)...)
 	return out
 }
 
@@ -652,6 +653,9 @@ func RequiredModules(cfg *config.Config) []string {
 		sites[be.Site] = true
 		set["proxy"] = true
 		set["proxy_"+be.Protocol] = true
+		for _, m := range keepaliveModules(be) {
+			set[m] = true
+		}
 		if len(be.Sockets) > 1 {
 			set["proxy_balancer"] = true
 			set["lbmethod_byrequests"] = true // the default lbmethod
