@@ -10,6 +10,7 @@ packages=(
 	openssl # [H] self-signed certificates for the TLS site tests
 	uvicorn python3-uvicorn puma ruby-sd-notify python3-gunicorn python3-systemd # [G]
 	ansible # [M] the node test runs the Ansible role from the host; cloud-init runs only inside the node (its rootfs has it)
+	libapache2-mod-php # [J] the doctor's mod_php tests load libphpX.Y.so into a private Apache
 )
 
 missing=()
@@ -27,6 +28,15 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# [J] libapache2-mod-php's postinst enables phpX.Y and mpm_prefork in the
+# system Apache; the tests need only the module file, so undo that.
+if [[ " ${missing[*]} " == *" libapache2-mod-php "* ]] && command -v a2dismod >/dev/null; then
+	for m in /etc/apache2/mods-enabled/php*.load; do
+		[ -e "$m" ] && a2dismod -q "$(basename "$m" .load)" >/dev/null 2>&1 || true
+	done
+	a2dismod -q mpm_prefork >/dev/null 2>&1 || true
+	a2enmod -q mpm_event >/dev/null 2>&1 || true
+fi
 # The tests start their own Apache and PHP-FPM; the packaged ones must not
 # hold port 80 or the shared sockets. Without systemd as PID 1 nothing was
 # started; where it was, stop only these two units.

@@ -70,12 +70,17 @@ type LaunchOptions struct {
 	Output io.Writer
 	// StartTimeout bounds the wait for the port to open; 0 means 10 s.
 	StartTimeout time.Duration
+	// Modules replaces the default Modules list when non-nil.
+	Modules []string
 	// ExtraPorts is how many more free loopback ports Apache listens on
 	// (Instance.Extra), e.g. one for a TLS virtual host.
 	ExtraPorts int
 	// Port is the main port; 0 picks a free one.
 	Port int
 }
+
+// WithModules loads mods instead of Modules (e.g. mpm_prefork for mod_php).
+func WithModules(mods ...string) Option { return func(o *LaunchOptions) { o.Modules = mods } }
 
 // PrivateTmp runs Apache in a mount namespace of its own with fresh, empty
 // /tmp and /var/tmp, as systemd's PrivateTmp=true does for apache2.service.
@@ -167,7 +172,11 @@ func Launch(o LaunchOptions) (in *Instance, err error) {
 	if err := os.WriteFile(in.Site, []byte(o.Site), 0o644); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(in.ConfFile, []byte(in.mainConfig()), 0o644); err != nil {
+	mods := Modules
+	if o.Modules != nil {
+		mods = o.Modules
+	}
+	if err := os.WriteFile(in.ConfFile, []byte(in.mainConfig(mods)), 0o644); err != nil {
 		return nil, err
 	}
 	in.cmd = exec.Command(Binary, "-d", dir, "-f", in.ConfFile, "-DFOREGROUND")
@@ -206,9 +215,9 @@ func (in *Instance) Stop() error {
 	return os.RemoveAll(in.Dir)
 }
 
-func (in *Instance) mainConfig() string {
+func (in *Instance) mainConfig(mods []string) string {
 	var b strings.Builder
-	for _, m := range Modules {
+	for _, m := range mods {
 		fmt.Fprintf(&b, "LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so\n", m, m)
 	}
 	for _, p := range in.Extra {

@@ -279,14 +279,19 @@ func fileExists(p string) bool {
 
 // ReadEnvvars reads the `export NAME=value` lines of Debian's envvars file,
 // expanding $VAR and ${VAR} from earlier lines. Shell logic is not run:
-// Debian's only conditional sets SUFFIX, which is empty for the default
-// instance.
+// Debian's only conditional sets SUFFIX, which is computed here as it does:
+// "-NAME" for /etc/apache2-NAME/envvars (setup-instance's second
+// instance, whose logs, pid file and runtime dir end in -NAME), else "".
 func ReadEnvvars(path string) (map[string]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("apacheconf: reading envvars: %w", err)
 	}
-	vars := map[string]string{"SUFFIX": ""}
+	suffix := ""
+	if n := instanceName(filepath.Dir(path)); n != "" {
+		suffix = "-" + n
+	}
+	vars := map[string]string{"SUFFIX": suffix}
 	for _, line := range strings.Split(string(b), "\n") {
 		line = strings.TrimSpace(line)
 		rest, ok := strings.CutPrefix(line, "export ")

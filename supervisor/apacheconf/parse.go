@@ -64,8 +64,27 @@ type Config struct {
 	// written after ${VAR} expansion; "" when absent.
 	User, Group string
 	Targets     []Target
+	// Listens holds every Listen directive's address as written, e.g.
+	// "80", "127.0.0.1:8080" or "[::]:443".
+	Listens []string
+	// Roots maps URL paths to directories: every DocumentRoot ("/") and
+	// Alias, in config order.
+	Roots []Root
+	// ServerNames maps a <VirtualHost>'s file:line to its ServerName
+	// ("" key: the main server's).
+	ServerNames map[string]string
 	// Warnings are parts that could not be read or made no sense.
 	Warnings []string
+}
+
+// Root is one URL path Apache serves from a directory: DocumentRoot
+// (URL "/") or Alias.
+type Root struct {
+	URL, Dir string
+	// VirtualHost is the enclosing <VirtualHost>'s file:line, "" for the
+	// main server.
+	VirtualHost string
+	Pos         string
 }
 
 // Param is one key=value worker parameter.
@@ -389,6 +408,25 @@ func (p *parser) line(file string, l logical, depth int) {
 			if !contains(p.cfg.ErrorLogs, f) {
 				p.cfg.ErrorLogs = append(p.cfg.ErrorLogs, f)
 			}
+		}
+	case "listen":
+		if len(args) >= 1 {
+			p.cfg.Listens = append(p.cfg.Listens, args[0])
+		}
+	case "documentroot":
+		if len(args) == 1 {
+			p.cfg.Roots = append(p.cfg.Roots, Root{URL: "/", Dir: p.rootRel(args[0]), VirtualHost: p.vhost(), Pos: pos})
+		}
+	case "alias":
+		if len(args) == 2 {
+			p.cfg.Roots = append(p.cfg.Roots, Root{URL: args[0], Dir: p.rootRel(args[1]), VirtualHost: p.vhost(), Pos: pos})
+		}
+	case "servername":
+		if len(args) >= 1 {
+			if p.cfg.ServerNames == nil {
+				p.cfg.ServerNames = map[string]string{}
+			}
+			p.cfg.ServerNames[p.vhost()] = args[0]
 		}
 	case "user", "group":
 		if len(args) == 1 && p.vhost() == "" {

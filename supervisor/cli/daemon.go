@@ -174,6 +174,15 @@ func writeStatus(e *env, st *daemon.StatusReport) {
 	if st.LastReloadError != "" {
 		fmt.Fprintf(e.stdout, "last reload failed: %s\n", strings.ReplaceAll(st.LastReloadError, "\n", "; "))
 	}
+	if a := st.LastApacheApply; a != nil {
+		at := a.At.Local().Format(time.DateTime)
+		if a.OK {
+			fmt.Fprintf(e.stdout, "Apache config: applied (%s)\n", at)
+		} else {
+			fmt.Fprintf(e.stdout, "Apache config NOT applied (%s, %s failed): %s; Apache serves its previous config (sockvisor doctor explains)\n",
+				at, a.Step, strings.ReplaceAll(a.Error, "\n", "; "))
+		}
+	}
 }
 
 func runRestart(e *env, fs *flag.FlagSet, args []string) (int, error) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sockvisor/sockvisor/supervisor/apache"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/doctor"
 	"github.com/sockvisor/sockvisor/supervisor/logging"
@@ -16,16 +15,23 @@ import (
 func init() {
 	commands["doctor"] = &command{
 		summary: "diagnose every unix: target in Apache's enabled config",
-		help: `Reads every unix: socket target in Apache's enabled config (ProxyPass,
-ProxyPassMatch, BalancerMember, <Proxy>, SetHandler), whether sockvisor wrote
-it or not, and checks each one as Apache would reach it: path limits, whether
-the socket exists and is one, every directory on the way as Apache's run user,
-SELinux labels, a real connect (refused, backlog full), the protocol the
-backend speaks against the scheme Apache uses, worker sharing, SetHandler
-forms that leak PHP source, private /tmp, missing modules, and recent Apache
-error-log lines. Each finding comes with its evidence and the fix.
-Without root it says what it could not check. The sockvisor config is used
-when it loads, to name the backend behind each socket.
+		help: `Diagnoses the Apache instance the config's apache block names (apachectl,
+config_file, unit), else the running installed one, with that instance's own
+config, envvars and error logs. Reads every unix: socket target in its
+enabled config (ProxyPass, ProxyPassMatch, BalancerMember, <Proxy>,
+SetHandler), whether sockvisor wrote it or not, and checks each one as Apache
+would reach it: path limits, whether the socket exists and is one, every
+directory on the way as Apache's run user, SELinux labels, a real connect
+(refused, backlog full), the protocol the backend speaks against the scheme
+Apache uses, worker sharing, SetHandler forms that leak PHP source, private
+/tmp, missing modules. When sockvisor runs it asks the control socket for
+each backend's state (failed, backing off, not ready, queue at its backlog)
+and for the last Apache apply. For PHP-FPM: .php files Apache would serve as
+text (requested for real), the fcgi:// document root, Primary script
+unknown, limit_extensions, AH01067 on restarts, mod_php next to FPM,
+pm.max_children reached. Recent error-log lines are attached to the finding
+that explains them. Each finding comes with its evidence and the fix.
+Without root it says what it could not check.
 Exit 0 healthy, 1 problems found, 2 could not run.`,
 		flags: func(fs *flag.FlagSet) {
 			configFlag(fs)
@@ -46,10 +52,9 @@ func runDoctor(e *env, fs *flag.FlagSet, args []string) (int, error) {
 	cfg, _, err := loadConfig(fs)
 	switch {
 	case err == nil:
+		// The doctor picks the Apache instance the config's apache block
+		// names (apachectl, config_file or unit), not the flavor's default.
 		opts.Sockvisor = cfg
-		if l, err := apache.DetectLayout(cfg); err == nil {
-			opts.Apachectl = l.Apachectl
-		}
 	case errors.Is(err, config.ErrNotFound):
 	default:
 		fmt.Fprintf(e.stderr, "sockvisor doctor: ignoring the sockvisor config: %v\n", err)

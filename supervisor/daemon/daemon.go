@@ -72,6 +72,7 @@ type Daemon struct {
 	// lastReloadErr is shown in status until a reload succeeds.
 	lastReloadErr string
 	phase         string
+	applied       applyRecord // the last Apache apply, for status
 
 	counts counters
 }
@@ -247,6 +248,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	a, err := d.opts.Apache(cfg, d.log.Named("apache"))
 	if err != nil {
 		d.log.Error("Apache integration unavailable; backends serve on their sockets", "error", err)
+		d.applied.record("", false, err)
 	} else {
 		d.apache = a
 	}
@@ -498,6 +500,7 @@ func (d *Daemon) applyApache(ctx context.Context, cfg *config.Config) error {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	changed, err := d.apache.Apply(actx, cfg)
+	d.applied.record(d.apache.Layout().ConfigFile, changed, err)
 	if err != nil {
 		d.counts.apacheReloadFailures.Add(1)
 		return err
@@ -530,6 +533,7 @@ func (d *Daemon) summary() string {
 	if d.lastReloadErr != "" {
 		s += "; last reload failed"
 	}
+	s += d.applied.note()
 	return s
 }
 

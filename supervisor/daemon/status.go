@@ -2,7 +2,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"sort"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -27,6 +31,80 @@ type StatusReport struct {
 	Phase           string          `json:"phase"`
 	Backends        []BackendReport `json:"backends"`
 	LastReloadError string          `json:"last_reload_error,omitempty"`
+	// LastApacheApply is the outcome of sockvisor's last attempt to apply
+	// its Apache config; nil before the first attempt.
+	LastApacheApply *ApacheApply `json:"last_apache_apply,omitempty"`
+}
+
+// ApacheApply is one attempt to apply the Apache config.
+type ApacheApply struct {
+	At time.Time `json:"at"`
+	OK bool      `json:"ok"`
+	// Changed says the file was rewritten and Apache reloaded.
+	Changed bool `json:"changed,omitempty"`
+	// Step names what failed: "integration" (no Apache found), "modules",
+	// "configtest", "reload", "apache-died", "files" or "other".
+	Step string `json:"step,omitempty"`
+	// Error is the reason, as the daemon logged it.
+	Error string `json:"error,omitempty"`
+	// ConfigFile is the file sockvisor renders, when known.
+	ConfigFile string `json:"config_file,omitempty"`
+}
+
+// applyRecord keeps the last ApacheApply; its own lock, so recording never
+// waits for the daemon's.
+type applyRecord struct {
+	mu   sync.Mutex
+	last *ApacheApply
+}
+
+// record stores the outcome of an apply; file may be "".
+func (r *applyRecord) record(file string, changed bool, err error) {
+	a := &ApacheApply{At: time.Now().UTC(), OK: err == nil, Changed: changed, ConfigFile: file}
+	if err != nil {
+		a.Step, a.Error = applyStep(err), err.Error()
+	}
+	r.mu.Lock()
+	r.last = a
+	r.mu.Unlock()
+}
+
+func (r *applyRecord) get() *ApacheApply {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		return nil
+	}
+	c := *r.last
+	return &c
+}
+
+// note is the STATUS= suffix for a failed last apply, else "".
+func (r *applyRecord) note() string {
+	if a := r.get(); a != nil && !a.OK {
+		return "; Apache config not applied (" + a.Step + " failed)"
+	}
+	return ""
+}
+
+// applyStep names the step of Apply that err comes from.
+func applyStep(err error) string {
+	switch {
+	case errors.Is(err, apache.ErrNoApache):
+		return "integration"
+	case errors.Is(err, apache.ErrModuleMissing):
+		return "modules"
+	case errors.Is(err, apache.ErrConfigTest), strings.Contains(err.Error(), "AH00526"):
+		// AH00526 is Apache's syntax error, also when -M reads the config.
+		return "configtest"
+	case errors.Is(err, apache.ErrApacheDied):
+		return "apache-died"
+	case errors.Is(err, apache.ErrReload):
+		return "reload"
+	case errors.Is(err, apache.ErrNotRegular), errors.Is(err, apache.ErrNotOurs), errors.Is(err, apache.ErrLinkConflict):
+		return "files"
+	}
+	return "other"
 }
 
 // BackendReport is one backend's status plus its sockets' listen queues.
@@ -57,6 +135,7 @@ func (d *Daemon) report() *StatusReport {
 	}
 	r := &StatusReport{Phase: d.phase, LastReloadError: d.lastReloadErr}
 	d.mu.Unlock()
+	r.LastApacheApply = d.applied.get()
 
 	sort.Slice(procs, func(i, j int) bool { return procs[i].cfg.Name < procs[j].cfg.Name })
 	for _, p := range procs {

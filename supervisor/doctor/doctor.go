@@ -1,15 +1,19 @@
 // Package doctor explains why Apache cannot use a Unix socket it proxies to,
-// and says the fix. It reads every `unix:` target in Apache's enabled
-// config, not only sockvisor's, and checks each as Apache would reach it:
-// path budgets, existence, the permission walk as Apache's run identity,
-// SELinux labels, a real connect, the protocol spoken, config traps, and
-// the recent error-log lines each finding explains.
+// and says the fix. It diagnoses one Apache instance, the one that serves
+// (apacheconf.Discover), with that instance's own files only. It reads every
+// `unix:` target in its enabled config, not only sockvisor's, and checks
+// each as Apache would reach it: path budgets, existence, the permission
+// walk as Apache's run identity, SELinux labels, a real connect, the
+// protocol spoken, config traps; then sockvisor's live backend state and
+// last Apache apply (GET /status), PHP-FPM's failure modes, and the recent
+// error-log lines each finding explains.
 //
 // Invariant: the doctor only observes. It changes no file, socket or
 // process, opens at most three short connections per socket (one as Apache's
-// user, one as itself when that one is denied, one protocol probe), and
-// reads bounded amounts of every file. What it could not check it says in
-// Report.Unchecked rather than guessing.
+// user, one as itself when that one is denied, one protocol probe), sends at
+// most maxLeakRequests GETs per PHP backend through Apache (for .php files,
+// as any visitor does), and reads bounded amounts of every file. What it
+// could not check it says in Report.Unchecked rather than guessing.
 package doctor
 
 import (
@@ -17,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -47,6 +50,13 @@ type Options struct {
 	// Unit is Apache's systemd unit file, read for PrivateTmp=; "" means
 	// the installed apache2.service or httpd.service.
 	Unit string
+	// Control is sockvisor's control socket, asked for the backends' live
+	// state; "" means Sockvisor's control_socket.
+	Control string
+	// SockvisorLogs are files holding sockvisor's log, where the backends'
+	// output (PHP-FPM's error_log included) goes; nil means the journal of
+	// sockvisor.service, when journalctl works.
+	SockvisorLogs []string
 	// LogTail is how much of each error log's end to read; 0 means 256 KiB.
 	LogTail int64
 	// ProbeTimeout bounds each protocol probe; 0 means probe.DefaultTimeout.
@@ -137,6 +147,10 @@ type ApacheInfo struct {
 	ErrorLogs  []string `json:"error_logs,omitempty"`
 	PID        int      `json:"pid,omitempty"`
 	Files      int      `json:"files_read"`
+	// Instance is "" for the default instance, NAME for /etc/apache2-NAME.
+	Instance string `json:"instance,omitempty"`
+	// Others are running Apache servers not diagnosed in this report.
+	Others []apacheconf.Instance `json:"others,omitempty"`
 }
 
 // Report is the whole diagnosis.
@@ -146,6 +160,8 @@ type Report struct {
 	Targets []*Target  `json:"targets"`
 	// General holds findings about Apache as a whole.
 	General []Finding `json:"general,omitempty"`
+	// Sockvisor is the running daemon's own view, when it answered.
+	Sockvisor *SockvisorInfo `json:"sockvisor,omitempty"`
 	// Unchecked says what could not be checked, and why.
 	Unchecked []string `json:"unchecked,omitempty"`
 }
@@ -211,8 +227,20 @@ type doc struct {
 	id      Identity
 	owners  map[string]owner
 	diag    map[string]sockdiag.Stat
+	later   map[string]sockdiag.Stat // diag again, after the checks
 	root    bool
 	sockets map[string]*sockState
+	// logs are the error logs' last lines; claimed marks those a specific
+	// check (php) already attached.
+	logs     []string
+	logTimes []time.Time
+	claimed  map[int]bool
+	// since is when log lines start to count as current (see current).
+	since time.Time
+	// svLog is the end of sockvisor's own log (sockvisorLog).
+	svLog     []byte
+	svLogSrc  string
+	svLogRead bool
 }
 
 // Run examines Apache and every socket it proxies to. The error is non-nil
@@ -240,8 +268,18 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		d.report.Targets = append(d.report.Targets, d.target(ctx, ct))
 	}
 	d.sharedWorkers()
+	d.loadLogs()
+	// A second sample, after every connect and probe: a queue that grew
+	// since the first is not being accepted from.
+	if later, err := sockdiag.Listening(); err == nil && d.diag != nil {
+		d.later = later
+	}
+	d.live(ctx)
+	d.unaccepted()
 	d.notInApache()
+	d.php(ctx)
 	d.errorLogs()
+	d.confirmNotAccepting()
 	for _, t := range d.report.Targets {
 		t.Verdict = verdict(t.Findings)
 	}
@@ -267,21 +305,18 @@ func (d *doc) uncheck(format string, args ...any) {
 
 func (d *doc) general(f Finding) { d.report.General = append(d.report.General, f) }
 
-// apache learns Apache's config, run identity and modules.
+// apache learns which Apache serves, then its config, run identity and
+// modules. Every later step asks that one instance and reads its files only.
 func (d *doc) apache(ctx context.Context) error {
-	ctl := d.opts.Apachectl
-	if len(ctl) == 0 {
-		for _, c := range []string{"apache2ctl", "apachectl"} {
-			if p, err := exec.LookPath(c); err == nil {
-				ctl = []string{p}
-				break
-			}
-		}
+	hint := apacheconf.Hint{Apachectl: d.opts.Apachectl}
+	if c := d.opts.Sockvisor; c != nil && len(hint.Apachectl) == 0 {
+		hint = apacheconf.Hint{Apachectl: c.Apache.Apachectl, ConfigFile: c.Apache.ConfigFile, Unit: c.Apache.Unit}
 	}
-	if len(ctl) == 0 {
+	inst, others := apacheconf.Discover(hint)
+	if len(inst.Apachectl) == 0 {
 		return fmt.Errorf("%w: neither apache2ctl nor apachectl is in PATH; pass the Apache command", ErrNoApache)
 	}
-	main, root := apacheconf.Locate(ctl)
+	ctl, main, root := inst.Apachectl, inst.ConfigFile, inst.ServerRoot
 	if d.opts.ConfigFile != "" {
 		main = d.opts.ConfigFile
 		if !hasFlag(ctl, "-f") {
@@ -292,6 +327,11 @@ func (d *doc) apache(ctx context.Context) error {
 	if main == "" {
 		return fmt.Errorf("%w: no main config file found (looked for /etc/apache2/apache2.conf and /etc/httpd/conf/httpd.conf)", ErrNoApache)
 	}
+	for _, o := range others {
+		d.report.Apache.Others = append(d.report.Apache.Others, o)
+		d.uncheck("another Apache runs (pid %d, config %s): not diagnosed here; point the sockvisor config's apache block (config_file, unit or apachectl) at it to diagnose it", o.PID, o.ConfigFile)
+	}
+	d.report.Apache.Instance = inst.Name
 	info := &d.report.Apache
 	info.Apachectl, info.ConfigFile, info.ServerRoot = ctl, main, root
 
@@ -370,7 +410,10 @@ func (d *doc) apache(ctx context.Context) error {
 	if pidFile == "" {
 		pidFile = conf.PidFile // Apache rejected its config: trust the files
 	}
-	info.PID = apachePID(pidFile)
+	info.PID = inst.PID
+	if info.PID == 0 {
+		info.PID = apachePID(pidFile)
+	}
 	return nil
 }
 
@@ -714,7 +757,7 @@ func (d *doc) queueCheck(t *Target, full bool) {
 	}
 	ev := fmt.Sprintf("ss -xl: Recv-Q (waiting) %d, Send-Q (backlog) %d", st.Queue, st.Backlog)
 	switch {
-	case full || (st.Backlog > 0 && st.Queue > st.Backlog):
+	case full || (st.Backlog > 0 && st.Queue >= st.Backlog):
 		t.add(Finding{ID: IDBacklogFull, Severity: SevError,
 			What:     fmt.Sprintf("%s's listen queue is full (%d waiting, backlog %d): the backend accepts nothing; Apache threads block in connect() with no log line", t.Socket, st.Queue, st.Backlog),
 			Evidence: []string{ev}, Fix: backlogFix(t)})

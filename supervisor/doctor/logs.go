@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 )
 
 const (
@@ -39,26 +40,32 @@ var (
 // explain them, best first.
 var explains = map[string][]string{
 	"02454/2":   {IDSocketMissing, IDPrivateTmp},
-	"02454/111": {IDStale, IDNotSocket},
 	"02454/13":  {IDPermission, IDSELinuxLabel},
 	"02454/22":  {IDPathTooLong},
-	"02454/11":  {IDBacklogFull},
+	"02454/11":  {IDBacklogFull, IDNotAccepting, IDBackendDown, IDBackendNotReady},
+	"02454/111": {IDStale, IDNotSocket, IDBackendDown, IDBackendNotReady, IDNotAccepting},
 	"02454":     {IDConnectFailed},
-	"01114":     {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDConnectFailed},
-	"01079":     {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDConnectFailed},
-	"10101":     {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDConnectFailed},
-	"01102":     {IDProtocolMismatch},
-	"00898":     {IDProtocolMismatch},
-	"01068":     {IDProtocolMismatch},
-	"01067":     {IDProtocolMismatch},
-	"01075":     {IDProtocolMismatch},
-	"00959":     {IDBalancerRetry, IDSocketMissing, IDStale, IDPermission},
-	"01144":     {IDModuleMissing},
-	"01145":     {IDSharedWorker},
-	"01146":     {IDSharedWorker},
-	"01149":     {IDSharedWorker},
-	"01150":     {IDSharedWorker},
-	"00941":     {IDBacklogFull, IDBacklogHigh},
+	"01114":     {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDBackendDown, IDBackendNotReady, IDNotAccepting, IDBacklogFull, IDConnectFailed},
+	// Timeouts: the connect was queued and nobody answered.
+	"01102/70007": {IDBackendDown, IDBackendNotReady, IDNotAccepting, IDBacklogFull, IDBacklogHigh, IDPHPMaxChildren},
+	"01075/70007": {IDBackendDown, IDBackendNotReady, IDNotAccepting, IDBacklogFull, IDBacklogHigh, IDPHPMaxChildren},
+	"01071":       {IDPHPScriptUnknown, IDPHPLimitExt, IDPHPDocRoot},
+	"01079":       {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDConnectFailed},
+	"10101":       {IDSocketMissing, IDPrivateTmp, IDStale, IDNotSocket, IDPermission, IDSELinuxLabel, IDPathTooLong, IDConnectFailed},
+	"01102":       {IDProtocolMismatch},
+	"00898":       {IDProtocolMismatch, IDBackendDown, IDBackendNotReady, IDNotAccepting, IDBacklogFull, IDBacklogHigh},
+	"01068":       {IDProtocolMismatch},
+	// Broken pipe writing the request: the server closed first.
+	"01074": {IDProtocolMismatch, IDFcgiDropped},
+	"01067": {IDProtocolMismatch, IDFcgiDropped},
+	"01075": {IDProtocolMismatch, IDFcgiDropped},
+	"00959": {IDBalancerRetry, IDSocketMissing, IDStale, IDPermission},
+	"01144": {IDModuleMissing},
+	"01145": {IDSharedWorker},
+	"01146": {IDSharedWorker},
+	"01149": {IDSharedWorker},
+	"01150": {IDSharedWorker},
+	"00941": {IDBacklogFull, IDBacklogHigh},
 }
 
 func parseLogLine(s string) (logLine, bool) {
@@ -114,10 +121,9 @@ func tail(file string, n int64) ([]byte, error) {
 	return b, nil
 }
 
-// errorLogs reads the end of each error log and attaches every proxy
-// failure line to the target and finding that explain it. A line about a
-// target with no matching finding now becomes a past-error note.
-func (d *doc) errorLogs() {
+// loadLogs reads the end of each of the instance's error logs once; php
+// and errorLogs share the lines.
+func (d *doc) loadLogs() {
 	n := d.opts.LogTail
 	if n <= 0 {
 		n = defaultLogTail
@@ -132,18 +138,71 @@ func (d *doc) errorLogs() {
 			continue
 		}
 		for _, s := range strings.Split(string(b), "\n") {
-			l, ok := parseLogLine(strings.TrimSpace(s))
-			if !ok {
-				continue
+			if s = strings.TrimSpace(s); s != "" {
+				d.logs = append(d.logs, s)
+				d.logTimes = append(d.logTimes, apacheLogTime(s))
 			}
-			d.attach(l)
 		}
+	}
+	d.claimed = map[int]bool{}
+	// Lines logged before Apache last (re)loaded its config, or long ago,
+	// say nothing about the config and backends running now.
+	d.since = time.Now().Add(-recentLog)
+	for i, s := range d.logs {
+		if strings.Contains(s, "AH00489:") && d.logTimes[i].After(d.since) {
+			d.since = d.logTimes[i]
+		}
+	}
+}
+
+// recentLog is how far back a log line about a PHP failure still counts as
+// a problem now; older ones are past errors.
+const recentLog = 30 * time.Minute
+
+var logTimeRe = regexp.MustCompile(`^\[(\w{3} \w{3} \d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)? \d{4})\]`)
+
+// apacheLogTime reads the default ErrorLogFormat's timestamp, local time;
+// zero when the line has another format.
+func apacheLogTime(s string) time.Time {
+	m := logTimeRe.FindStringSubmatch(s)
+	if m == nil {
+		return time.Time{}
+	}
+	for _, layout := range []string{"Mon Jan 02 15:04:05.000000 2006", "Mon Jan 02 15:04:05 2006"} {
+		if t, err := time.ParseInLocation(layout, m[1], time.Local); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+// current reports whether log line i was written under the config and
+// backends running now: after Apache's last start or reload, and recently.
+// A line without a readable time counts as current.
+func (d *doc) current(i int) bool {
+	t := d.logTimes[i]
+	return t.IsZero() || !t.Before(d.since)
+}
+
+// errorLogs attaches every proxy failure line not claimed yet to the
+// target and finding that explain it. A line about a target with no
+// matching finding now becomes a past-error note.
+func (d *doc) errorLogs() {
+	for i, s := range d.logs {
+		if d.claimed[i] {
+			continue
+		}
+		l, ok := parseLogLine(s)
+		if !ok {
+			continue
+		}
+		d.attach(l)
 	}
 }
 
 func (d *doc) attach(l logLine) {
 	key := l.code
-	if l.code == "02454" && l.errno != "" {
+	if l.errno != "" {
 		if _, ok := explains[key+"/"+l.errno]; ok {
 			key += "/" + l.errno
 		}
@@ -179,8 +238,10 @@ func (d *doc) matchTargets(l logLine, ids []string) []*Target {
 			if t.Mount != "" && strings.HasPrefix(l.path, t.Mount) {
 				out = append(out, t)
 			}
-		case l.code == "01068" || l.code == "01067" || l.code == "01075":
-			if t.Scheme == "fcgi" && t.has(IDProtocolMismatch) {
+		case l.code == "01068" || l.code == "01067" || l.code == "01074" || l.code == "01075" || l.code == "01071":
+			// FastCGI lines name no socket: they belong to the fcgi
+			// targets that explain them.
+			if t.Scheme == "fcgi" && t.has(ids...) {
 				out = append(out, t)
 			}
 		}

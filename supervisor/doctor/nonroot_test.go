@@ -17,6 +17,7 @@ import (
 	"github.com/sockvisor/sockvisor/internal/apachetest"
 	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
+	"github.com/sockvisor/sockvisor/supervisor/shim"
 )
 
 // roleEnv makes the test binary run the doctor and print JSON instead of
@@ -24,6 +25,9 @@ import (
 const roleEnv = "SOCKVISOR_DOCTOR_TEST_APACHECTL"
 
 func TestMain(m *testing.M) {
+	// The in-process daemon of the live-state tests re-executes this
+	// binary as its exec shim.
+	testutil.RunRole(shim.Arg, shim.Main)
 	if argv := os.Getenv(roleEnv); argv != "" {
 		os.Exit(runAsChild(strings.Split(argv, "\t")))
 	}

@@ -27,8 +27,15 @@ func (r *Report) WriteText(w io.Writer) error {
 	for _, g := range a.Identity.Groups {
 		groups = append(groups, fmt.Sprintf("%s(%d)", groupName(g), g))
 	}
-	ew.printf("Apache:  %s (%d files), workers run as %s(%d) groups %s\n",
-		a.ConfigFile, a.Files, a.Identity.User, a.Identity.UID, strings.Join(groups, ","))
+	inst := ""
+	if a.Instance != "" {
+		inst = " instance " + a.Instance + ","
+	}
+	ew.printf("Apache: %s %s (%d files), workers run as %s(%d) groups %s\n",
+		inst, a.ConfigFile, a.Files, a.Identity.User, a.Identity.UID, strings.Join(groups, ","))
+	if len(a.ErrorLogs) > 0 {
+		ew.printf("Logs:    %s\n", strings.Join(a.ErrorLogs, ", "))
+	}
 	running := "not running"
 	if a.PID > 0 {
 		running = fmt.Sprintf("running, pid %d", a.PID)

@@ -150,7 +150,7 @@ func anyLoaded(mods map[string]bool, alts []string) bool {
 func (d *doc) enableFix(mods []string) string {
 	root := d.report.Apache.ServerRoot
 	if strings.HasPrefix(root, "/etc/apache2") {
-		return "a2enmod " + strings.Join(mods, " ") + " && systemctl restart apache2"
+		return d.instanceCmd("a2enmod") + " " + strings.Join(mods, " ") + " && systemctl restart " + d.apacheUnit()
 	}
 	dir, where, restart := "modules", d.report.Apache.ConfigFile, "restart Apache"
 	if root == "/etc/httpd" {
@@ -203,7 +203,7 @@ func (d *doc) privateTmp(t *Target) {
 		}
 	}
 	root := d.report.Apache.ServerRoot
-	if d.opts.Unit == "" && root != "/etc/apache2" && root != "/etc/httpd" {
+	if d.opts.Unit == "" && root != "/etc/apache2" && root != "/etc/httpd" && d.report.Apache.Instance == "" {
 		return // not the distribution's Apache: its unit says nothing here
 	}
 	if unit, on := d.unitPrivateTmp(); on {
@@ -226,7 +226,12 @@ func (d *doc) unitPrivateTmp() (string, bool) {
 	candidates := []string{d.opts.Unit}
 	if d.opts.Unit == "" {
 		candidates = nil
-		for _, name := range []string{"apache2.service", "httpd.service"} {
+		names := []string{"apache2.service", "httpd.service"}
+		if d.report.Apache.Instance != "" {
+			// Debian's instances run from the template unit.
+			names = []string{"apache2@.service"}
+		}
+		for _, name := range names {
 			for _, dir := range []string{"/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"} {
 				candidates = append(candidates, filepath.Join(dir, name))
 			}
@@ -323,15 +328,23 @@ func (d *doc) notInApache() {
 		used[t.Socket] = true
 	}
 	for _, b := range c.Backends {
-		if b.Mount == "" {
+		routed := b.Mount
+		if b.Site != "" {
+			routed = strings.TrimSpace(routed + " in site " + b.Site)
+		}
+		if routed == "" {
 			continue
 		}
 		for _, s := range b.Sockets {
 			if !used[s.Path] {
-				d.general(Finding{ID: IDNotInApache, Severity: SevWarning,
-					What:     fmt.Sprintf("sockvisor backend %q mounts %s, but no enabled Apache config uses its socket %s: those requests are not proxied", b.Name, b.Mount, s.Path),
+				fix := "make Apache Include the config sockvisor renders (see sockvisor's apache settings in " + c.File + ") and reload Apache"
+				if d.applyFailed() {
+					fix = "sockvisor could not apply its Apache config (see " + IDApacheApply + "): fix that, then `sockvisor reload`"
+				}
+				d.general(Finding{ID: IDNotInApache, Severity: SevError,
+					What:     fmt.Sprintf("sockvisor backend %q is routed at %s, but no enabled Apache config of this instance uses its socket %s: those requests are not proxied (404, or another rule answers)", b.Name, routed, s.Path),
 					Evidence: []string{fmt.Sprintf("%d Apache files read from %s", len(d.conf.Files), d.report.Apache.ConfigFile)},
-					Fix:      "make Apache Include the config sockvisor renders (see sockvisor's apache settings in " + c.File + ") and reload Apache"})
+					Fix:      fix})
 			}
 		}
 	}

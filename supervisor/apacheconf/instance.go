@@ -1,0 +1,342 @@
+package apacheconf
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Instance is one Apache server: its config root, its main config file,
+// the command that addresses it and, when it runs, its main pid. Debian's
+// setup-instance makes a second one in /etc/apache2-NAME, driven as
+// `apache2 -d /etc/apache2-NAME` (apache2ctl-NAME, or apache2ctl with
+// APACHE_CONFDIR), with its own envvars, logs and pid file.
+type Instance struct {
+	// Name is "" for the distribution's default instance and NAME for
+	// Debian's /etc/apache2-NAME.
+	Name       string `json:"name,omitempty"`
+	ServerRoot string `json:"server_root"`
+	ConfigFile string `json:"config_file"`
+	// Apachectl is the argv prefix that runs -t, -M and DUMP_RUN_CFG
+	// against exactly this instance.
+	Apachectl []string `json:"apachectl"`
+	// PID is the running main process, 0 when not found running.
+	PID int `json:"pid,omitempty"`
+}
+
+// debianInstancePrefix is where setup-instance puts a second instance.
+const debianInstancePrefix = "/etc/apache2-"
+
+// instanceName is NAME for /etc/apache2-NAME, else "".
+func instanceName(root string) string {
+	if n, ok := strings.CutPrefix(filepath.Clean(root), debianInstancePrefix); ok && !strings.Contains(n, "/") {
+		return n
+	}
+	return ""
+}
+
+// FromCommand returns the instance an apachectl argv addresses, as that
+// command would resolve it: apache2ctl-NAME means /etc/apache2-NAME (the
+// script reads its own name), apache2ctl honours APACHE_CONFDIR from the
+// environment, and the server binary its -d and -f flags. PID is left 0.
+func FromCommand(apachectl []string) Instance {
+	in := Instance{Apachectl: apachectl}
+	if len(apachectl) == 0 {
+		return in
+	}
+	base := filepath.Base(apachectl[0])
+	if name, ok := strings.CutPrefix(base, "apache2ctl-"); ok && name != "" && !hasArg(apachectl, "-d") {
+		root := debianInstancePrefix + name
+		in.ServerRoot, in.ConfigFile, in.Name = root, mainIn(root, argValue(apachectl, "-f")), name
+		return in
+	}
+	if (base == "apache2ctl" || base == "apachectl") && !hasArg(apachectl, "-d") {
+		if dir := os.Getenv("APACHE_CONFDIR"); dir != "" {
+			in.ServerRoot, in.ConfigFile, in.Name = dir, mainIn(dir, argValue(apachectl, "-f")), instanceName(dir)
+			return in
+		}
+	}
+	main, root := Locate(apachectl)
+	in.ServerRoot, in.ConfigFile, in.Name = root, main, instanceName(root)
+	if root != "" && (main == "" || main == root) {
+		in.ConfigFile = mainIn(root, argValue(apachectl, "-f"))
+	}
+	return in
+}
+
+// mainIn is the main config file of root: file (relative to root) when
+// given, else the distribution's name for it.
+func mainIn(root, file string) string {
+	switch {
+	case file != "" && filepath.IsAbs(file):
+		return file
+	case file != "":
+		return filepath.Join(root, file)
+	}
+	if m := defaultMain(root); m != "" {
+		return m
+	}
+	return filepath.Join(root, "apache2.conf")
+}
+
+func hasArg(argv []string, flag string) bool {
+	for _, a := range argv[1:] {
+		if strings.HasPrefix(a, flag) {
+			return true
+		}
+	}
+	return false
+}
+
+// argValue returns the value of -X (as "-X v" or "-Xv"), or "".
+func argValue(argv []string, flag string) string {
+	for i := 1; i < len(argv); i++ {
+		a := argv[i]
+		switch {
+		case a == flag && i+1 < len(argv):
+			return argv[i+1]
+		case strings.HasPrefix(a, flag) && len(a) > len(flag):
+			return a[len(flag):]
+		}
+	}
+	return ""
+}
+
+// serverBinaries are the names of Apache's server binary.
+var serverBinaries = map[string]bool{"apache2": true, "httpd": true}
+
+// Running lists the Apache servers running now: every apache2 or httpd
+// process whose parent is not one (the main process), with the config
+// root and file its command line and environment select. Reading another
+// process's environment needs root; without it APACHE_CONFDIR is unseen
+// and the -d flag alone decides.
+func Running() []Instance {
+	return running("/proc")
+}
+
+func running(proc string) []Instance {
+	ents, err := os.ReadDir(proc)
+	if err != nil {
+		return nil
+	}
+	type p struct {
+		pid, ppid int
+		exe       string
+	}
+	procs := map[int]p{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join(proc, e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(stat, ')')
+		j := bytes.IndexByte(stat, '(')
+		if i < 0 || j < 0 || j > i {
+			continue
+		}
+		comm := string(stat[j+1 : i])
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 2 || !serverBinaries[comm] {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		exe, _ := os.Readlink(filepath.Join(proc, e.Name(), "exe"))
+		procs[pid] = p{pid: pid, ppid: ppid, exe: strings.TrimSuffix(exe, " (deleted)")}
+	}
+	var out []Instance
+	for _, pr := range procs {
+		if _, child := procs[pr.ppid]; child {
+			continue // a worker or the forked parent's child
+		}
+		cmdline, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pr.pid), "cmdline"))
+		if err != nil || len(cmdline) == 0 {
+			continue
+		}
+		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		bin := pr.exe
+		if bin == "" {
+			bin = argv[0]
+		}
+		root := argValue(argv, "-d")
+		if root == "" {
+			root = environValue(filepath.Join(proc, strconv.Itoa(pr.pid), "environ"), "APACHE_CONFDIR")
+		}
+		if root == "" {
+			root = distroRoot()
+		}
+		ctl := []string{bin, "-d", root}
+		file := argValue(argv, "-f")
+		if file != "" {
+			ctl = append(ctl, "-f", file)
+		}
+		for i := 1; i < len(argv); i++ {
+			if argv[i] == "-D" && i+1 < len(argv) {
+				ctl = append(ctl, "-D", argv[i+1])
+				i++
+			} else if strings.HasPrefix(argv[i], "-D") && len(argv[i]) > 2 {
+				ctl = append(ctl, argv[i])
+			}
+		}
+		out = append(out, Instance{Name: instanceName(root), ServerRoot: filepath.Clean(root),
+			ConfigFile: mainIn(root, file), Apachectl: ctl, PID: pr.pid})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out
+}
+
+// environValue reads one variable from a /proc/PID/environ file.
+func environValue(file, key string) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return ""
+	}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// Same reports whether two instances are one server: the same config
+// root and main file.
+func (in Instance) Same(o Instance) bool {
+	return filepath.Clean(in.ServerRoot) == filepath.Clean(o.ServerRoot) &&
+		filepath.Clean(in.ConfigFile) == filepath.Clean(o.ConfigFile)
+}
+
+// Owns reports whether path lies inside the instance's config root.
+func (in Instance) Owns(path string) bool {
+	root := filepath.Clean(in.ServerRoot)
+	return root != "" && root != "/" && strings.HasPrefix(filepath.Clean(path), root+"/")
+}
+
+// Hint is what a sockvisor config says about its Apache: the command, the
+// file sockvisor renders and the systemd unit; any may be empty.
+type Hint struct {
+	Apachectl  []string
+	ConfigFile string
+	Unit       string
+}
+
+// Discover picks the instance to diagnose and lists the other running ones.
+// An explicit command wins; then the instance whose root holds the
+// rendered config file or whose unit is named (apache2@NAME.service); then
+// the running installed instance (the default one first), else the
+// distribution's default root, else apache2ctl or apachectl from PATH; an
+// empty Apachectl means no Apache was found. A chosen instance that runs
+// carries its pid.
+func Discover(h Hint) (chosen Instance, others []Instance) {
+	run := Running()
+	pick := func(want Instance) (Instance, []Instance) {
+		var rest []Instance
+		for _, r := range run {
+			switch {
+			case want.PID != 0 && r.PID == want.PID:
+				continue
+			case want.PID == 0 && want.ServerRoot != "" && r.Same(want):
+				want.PID = r.PID
+				if len(h.Apachectl) == 0 {
+					want.Apachectl = r.Apachectl // the same flags it runs with
+				}
+				continue
+			}
+			rest = append(rest, r)
+		}
+		return want, rest
+	}
+	if len(h.Apachectl) > 0 {
+		return pick(FromCommand(h.Apachectl))
+	}
+	if root := unitRoot(h.Unit); root != "" {
+		return pick(rootInstance(root))
+	}
+	if h.ConfigFile != "" {
+		for _, r := range run {
+			if r.Owns(h.ConfigFile) {
+				return pick(r)
+			}
+		}
+		for dir := filepath.Dir(h.ConfigFile); dir != "/" && dir != "."; dir = filepath.Dir(dir) {
+			if instanceName(dir) != "" || dir == "/etc/apache2" || dir == "/etc/httpd" {
+				return pick(rootInstance(dir))
+			}
+		}
+	}
+	// Installed instances (the distribution's root, /etc/apache2-NAME) are
+	// the ones that serve; a server started by hand from another directory
+	// (a test's, say) is chosen only when nothing is installed.
+	var installed []Instance
+	for _, r := range run {
+		if isDistroRoot(r.ServerRoot) || r.Name != "" {
+			installed = append(installed, r)
+		}
+	}
+	for _, r := range installed {
+		if r.Name == "" {
+			return pick(r)
+		}
+	}
+	switch root := distroRoot(); {
+	case len(installed) > 0:
+		return pick(installed[0])
+	case root != "":
+		return pick(rootInstance(root))
+	case len(run) > 0:
+		return pick(run[0])
+	}
+	// No known root: whatever apachectl PATH has, as it resolves itself.
+	for _, c := range []string{"apache2ctl", "apachectl"} {
+		if p, err := exec.LookPath(c); err == nil {
+			return pick(FromCommand([]string{p}))
+		}
+	}
+	return Instance{}, nil
+}
+
+func isDistroRoot(root string) bool {
+	for _, d := range distros {
+		if filepath.Clean(root) == d.root {
+			return true
+		}
+	}
+	return false
+}
+
+// unitRoot maps Debian's apache2@NAME.service to /etc/apache2-NAME.
+func unitRoot(unit string) string {
+	if name, ok := strings.CutPrefix(strings.TrimSuffix(unit, ".service"), "apache2@"); ok && name != "" {
+		return debianInstancePrefix + name
+	}
+	return ""
+}
+
+// rootInstance addresses an installed, maybe stopped, config root: the
+// default one through apache2ctl (or apachectl), another through the server
+// binary with -d, which reads that root's own envvars (CommandEnv).
+func rootInstance(root string) Instance {
+	if root == "" {
+		return Instance{}
+	}
+	in := Instance{Name: instanceName(root), ServerRoot: root, ConfigFile: mainIn(root, "")}
+	switch {
+	case root == "/etc/apache2":
+		in.Apachectl = []string{"/usr/sbin/apache2ctl"}
+	case root == "/etc/httpd":
+		in.Apachectl = []string{"/usr/sbin/httpd"}
+	case fileExists(filepath.Join(root, "envvars")) || fileExists("/usr/sbin/apache2"):
+		in.Apachectl = []string{"/usr/sbin/apache2", "-d", root}
+	default:
+		in.Apachectl = []string{"/usr/sbin/httpd", "-d", root}
+	}
+	return in
+}

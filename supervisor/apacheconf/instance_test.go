@@ -1,0 +1,116 @@
+package apacheconf
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// fakeProc writes /proc/PID/{stat,cmdline,environ} for one process.
+func fakeProc(t *testing.T, proc string, pid, ppid int, comm string, argv, env []string) {
+	t.Helper()
+	dir := filepath.Join(proc, itoa(pid))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"stat":    itoa(pid) + " (" + comm + ") S " + itoa(ppid) + " 1 1 0 -1",
+		"cmdline": strings.Join(argv, "\x00") + "\x00",
+		"environ": strings.Join(env, "\x00") + "\x00",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestRunningFindsMainProcessesAndTheirRoots(t *testing.T) {
+	proc := t.TempDir()
+	// Debian's second instance, as apache2ctl-web starts it, and a worker.
+	fakeProc(t, proc, 100, 1, "apache2", []string{"/usr/sbin/apache2", "-d", "/etc/apache2-web", "-k", "start"}, nil)
+	fakeProc(t, proc, 101, 100, "apache2", []string{"/usr/sbin/apache2", "-d", "/etc/apache2-web", "-k", "start"}, nil)
+	// One started by systemd's apache2@blog.service: APACHE_CONFDIR only.
+	fakeProc(t, proc, 200, 1, "apache2", []string{"/usr/sbin/apache2", "-k", "start"}, []string{"APACHE_CONFDIR=/etc/apache2-blog"})
+	// A private server with its own main file and a define.
+	fakeProc(t, proc, 300, 1, "apache2", []string{"/usr/sbin/apache2", "-d", "/tmp/x", "-f", "/tmp/x/main.conf", "-DFOREGROUND"}, nil)
+	fakeProc(t, proc, 400, 1, "bash", []string{"bash"}, nil)
+
+	got := running(proc)
+	if len(got) != 3 {
+		t.Fatalf("running = %+v, want 3 main processes", got)
+	}
+	want := []Instance{
+		{Name: "web", ServerRoot: "/etc/apache2-web", ConfigFile: "/etc/apache2-web/apache2.conf", PID: 100},
+		{Name: "blog", ServerRoot: "/etc/apache2-blog", ConfigFile: "/etc/apache2-blog/apache2.conf", PID: 200},
+		{Name: "", ServerRoot: "/tmp/x", ConfigFile: "/tmp/x/main.conf", PID: 300},
+	}
+	for i, w := range want {
+		g := got[i]
+		if g.Name != w.Name || g.ServerRoot != w.ServerRoot || g.ConfigFile != w.ConfigFile || g.PID != w.PID {
+			t.Errorf("instance %d = %+v, want %+v", i, g, w)
+		}
+		if len(g.Apachectl) < 3 || g.Apachectl[1] != "-d" || g.Apachectl[2] != w.ServerRoot {
+			t.Errorf("instance %d command %v does not address %s", i, g.Apachectl, w.ServerRoot)
+		}
+	}
+	if c := strings.Join(got[2].Apachectl, " "); !strings.Contains(c, "-f /tmp/x/main.conf") || !strings.Contains(c, "-DFOREGROUND") {
+		t.Errorf("private instance command %q lacks its -f and -D", c)
+	}
+}
+
+func TestFromCommand(t *testing.T) {
+	t.Setenv("APACHE_CONFDIR", "")
+	cases := []struct {
+		argv       []string
+		name, root string
+		main       string
+	}{
+		{[]string{"/usr/local/sbin/apache2ctl-web"}, "web", "/etc/apache2-web", "/etc/apache2-web/apache2.conf"},
+		{[]string{"/usr/sbin/apache2", "-d", "/etc/apache2-web"}, "web", "/etc/apache2-web", "/etc/apache2-web/apache2.conf"},
+		{[]string{"/usr/sbin/apache2", "-d", "/srv/a", "-f", "main.conf"}, "", "/srv/a", "/srv/a/main.conf"},
+	}
+	for _, c := range cases {
+		in := FromCommand(c.argv)
+		if in.Name != c.name || in.ServerRoot != c.root || in.ConfigFile != c.main {
+			t.Errorf("FromCommand(%v) = %+v, want %s %s %s", c.argv, in, c.name, c.root, c.main)
+		}
+	}
+	t.Setenv("APACHE_CONFDIR", "/etc/apache2-blog")
+	if in := FromCommand([]string{"/usr/sbin/apache2ctl"}); in.Name != "blog" || in.ConfigFile != "/etc/apache2-blog/apache2.conf" {
+		t.Errorf("apache2ctl with APACHE_CONFDIR = %+v", in)
+	}
+	if u := unitRoot("apache2@blog.service"); u != "/etc/apache2-blog" {
+		t.Errorf("unitRoot = %q", u)
+	}
+}
+
+func TestParseListensRootsAndServerNames(t *testing.T) {
+	files := memFS{"/etc/apache2/apache2.conf": `Listen 80
+Listen 127.0.0.1:8080
+DocumentRoot /var/www/html
+<VirtualHost *:80>
+  ServerName wp.example
+  DocumentRoot /usr/share/wordpress
+  Alias /wp-content /var/lib/wordpress/wp-content
+</VirtualHost>
+`}
+	c, err := newParser("/etc/apache2/apache2.conf", ParseOptions{ServerRoot: "/etc/apache2"}, files).parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.Listens, " ") != "80 127.0.0.1:8080" {
+		t.Errorf("listens %v", c.Listens)
+	}
+	if len(c.Roots) != 3 || c.Roots[0] != (Root{URL: "/", Dir: "/var/www/html", Pos: "/etc/apache2/apache2.conf:3"}) ||
+		c.Roots[2].URL != "/wp-content" || c.Roots[2].Dir != "/var/lib/wordpress/wp-content" || c.Roots[1].VirtualHost != "/etc/apache2/apache2.conf:4" {
+		t.Errorf("roots %+v", c.Roots)
+	}
+	if c.ServerNames["/etc/apache2/apache2.conf:4"] != "wp.example" {
+		t.Errorf("server names %v", c.ServerNames)
+	}
+}

@@ -1,0 +1,73 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/internal/testutil"
+	"github.com/sockvisor/sockvisor/supervisor/daemon"
+)
+
+// status shows sockvisor's last Apache apply: a failure names the step and
+// Apache's own message, a success says so.
+func TestStatusShowsLastApacheApply(t *testing.T) {
+	at := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	var out bytes.Buffer
+	writeStatus(&env{stdout: &out}, &daemon.StatusReport{Phase: "running", LastApacheApply: &daemon.ApacheApply{
+		At: at, Step: "configtest", Error: "apache: configtest failed: AH00526: Syntax error on line 2 of /etc/apache2/sites-enabled/x.conf:\nInvalid command 'Bogus'",
+	}})
+	s := out.String()
+	for _, want := range []string{"Apache config NOT applied", "configtest failed", "AH00526", "Invalid command 'Bogus'", "previous config"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("status output %q lacks %q", s, want)
+		}
+	}
+	if strings.Count(strings.TrimSpace(s), "\n") > 2 {
+		t.Errorf("the apply error spans lines: %q", s)
+	}
+	out.Reset()
+	writeStatus(&env{stdout: &out}, &daemon.StatusReport{Phase: "running", LastApacheApply: &daemon.ApacheApply{At: at, OK: true}})
+	if !strings.Contains(out.String(), "Apache config: applied") {
+		t.Errorf("status output %q does not say the apply succeeded", out.String())
+	}
+}
+
+// doctor --config diagnoses the Apache instance the config's apache block
+// names (here by the file sockvisor renders into it), not the default one.
+func TestDoctorDiagnosesTheInstanceTheConfigNames(t *testing.T) {
+	testutil.NeedRoot(t)
+	if !apachetest.Available() {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s: needs apache2", t.Name())
+		}
+		t.Skipf("%s: needs apache2", t.Name())
+	}
+	dir := testutil.ShortDir(t)
+	in := apachetest.Start(t, "")
+	cfg := writeConfig(t, dir, fmt.Sprintf("socket_dir = %q\ncontrol_socket = %q\napache {\n  config_file = %q\n}\n",
+		dir+"/s", dir+"/ctl", filepath.Join(in.Dir, "sockvisor.conf")))
+	code, out, errOut := run("doctor", "--json", "--config", cfg)
+	if code != ExitOK {
+		t.Fatalf("doctor exit %d: %s\n%s", code, errOut, out)
+	}
+	var r struct {
+		Apache struct {
+			ConfigFile string   `json:"config_file"`
+			PID        int      `json:"pid"`
+			ErrorLogs  []string `json:"error_logs"`
+		} `json:"apache"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("doctor --json: %v\n%s", err, out)
+	}
+	if r.Apache.ConfigFile != in.ConfFile || r.Apache.PID != in.PID() || len(r.Apache.ErrorLogs) == 0 || r.Apache.ErrorLogs[0] != in.ErrorLog {
+		t.Errorf("doctor diagnosed %+v, want %s (pid %d, log %s)", r.Apache, in.ConfFile, in.PID(), in.ErrorLog)
+	}
+}
