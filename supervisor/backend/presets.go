@@ -31,12 +31,18 @@ type serverFlags struct {
 	// group gets it once the main process has exited. uWSGI workers die on
 	// TERM mid-request, while its master shuts them down gracefully.
 	stopMain bool
+	// env adds environment variables unless the backend sets them.
+	env func(c *cmdContext)
+	// wrap returns argv prefixed by a wrapper, or argv unchanged.
+	wrap func(argv []string) []string
 }
 
 var servers = map[string]serverFlags{
 	"gunicorn": {listenEnv: true, notifies: true, args: gunicornArgs},
 	"uwsgi":    {notifies: true, args: uwsgiArgs, fcgiRequestProbe: true, stopMain: true},
 	"php-fpm":  {notifies: true, args: fpmArgs},
+	"uvicorn":  {args: uvicornArgs, env: uvicornEnv},
+	"puma":     {listenEnv: true, args: pumaArgs, env: pumaEnv, wrap: withoutNotifySocket},
 	"generic":  {listenEnv: true},
 }
 
@@ -222,5 +228,104 @@ func buildCommand(b *config.Backend, instance int, path, stateDir string) (comma
 		}
 		argv = slices.Concat(argv[:1], extra, argv[1:])
 	}
+	if srv.env != nil {
+		set := map[string]string{}
+		srv.env(&cmdContext{b: b, env: set})
+		for k, v := range set {
+			if _, own := b.Environment[k]; !own {
+				c.env[k] = v
+			}
+		}
+	}
+	if srv.wrap != nil {
+		argv = srv.wrap(argv)
+	}
 	return command{argv: argv, env: c.env, files: c.files, listenEnv: srv.listenEnv && b.Handoff == "listen-fds"}, nil
+}
+
+// mountPrefix is the mount as an application's script name or root path:
+// "/app/" gives "/app"; "/" and "" (no Apache config) give "".
+func mountPrefix(b *config.Backend) string {
+	return strings.TrimSuffix(b.Mount, "/")
+}
+
+// uvicornArgs passes the socket as --fd (uvicorn 0.17.6 neither reads
+// LISTEN_FDS nor unlinks an fd it was given) or, for handoff self, as
+// --uds, and tells the app where Apache mounts it. A --host, --port or
+// --uds of the user's would make uvicorn listen somewhere Apache never
+// connects, so it is refused rather than silently left unused.
+func uvicornArgs(c *cmdContext) ([]string, error) {
+	user := c.b.Command[1:]
+	var out []string
+	switch c.b.Handoff {
+	case "listen-fds":
+		if hasFlag(user, "--fd", "--uds", "--host", "--port") {
+			return nil, fmt.Errorf("backend %q: uvicorn's command sets --fd, --uds, --host or --port, but sockvisor passes the socket itself (--fd %d); remove that flag", c.b.Name, c.fd)
+		}
+		out = append(out, "--fd", fmt.Sprint(c.fd))
+	case "self":
+		if hasFlag(user, "--fd", "--uds", "--host", "--port") {
+			return nil, fmt.Errorf("backend %q: uvicorn's command sets --fd, --uds, --host or --port, but sockvisor adds --uds %s itself; remove that flag", c.b.Name, c.path)
+		}
+		out = append(out, "--uds", c.path)
+	default:
+		return nil, fmt.Errorf("backend %q: uvicorn cannot take handoff %q; use \"listen-fds\" or \"self\"", c.b.Name, c.b.Handoff)
+	}
+	// Apache strips the mount from the path; uvicorn 0.17 puts --root-path
+	// into the ASGI scope's root_path, from which apps build their links.
+	if p := mountPrefix(c.b); p != "" && !hasFlag(user, "--root-path") {
+		out = append(out, "--root-path", p)
+	}
+	return out, nil
+}
+
+// uvicornEnv trusts X-Forwarded-Proto and X-Forwarded-For from every peer:
+// on a Unix socket the ASGI client is None, which matches no address list,
+// so anything short of "*" ignores the headers Apache sets (uvicorn 0.17.6
+// ProxyHeadersMiddleware). Only Apache's group can connect to the socket.
+// It goes in the environment, which uvicorn reads when the flag is absent,
+// so a --forwarded-allow-ips of the user's still wins.
+func uvicornEnv(c *cmdContext) {
+	c.env["FORWARDED_ALLOW_IPS"] = "*"
+}
+
+// pumaArgs adopts exactly the activated sockets. Puma 5.6 matches each
+// LISTEN_FDS socket to a -b by path and closes and unlinks any it cannot
+// match (then crashes on the unlink, measured), so the path would have to
+// be repeated by hand; with "only" it binds what it was given and drops
+// every other bind, and never unlinks an adopted path.
+func pumaArgs(c *cmdContext) ([]string, error) {
+	user := c.b.Command[1:]
+	switch c.b.Handoff {
+	case "listen-fds":
+		if hasFlag(user, "--bind-to-activated-sockets") {
+			return nil, nil
+		}
+		return []string{"--bind-to-activated-sockets", "only"}, nil
+	case "self":
+		if hasFlag(user, "--bind", "-b") {
+			return nil, fmt.Errorf("backend %q: puma's command sets --bind, but sockvisor binds unix://%s itself; remove that flag", c.b.Name, c.path)
+		}
+		return []string{"--bind", "unix://" + c.path}, nil
+	}
+	return nil, fmt.Errorf("backend %q: puma cannot take handoff %q; use \"listen-fds\" or \"self\"", c.b.Name, c.b.Handoff)
+}
+
+// pumaEnv gives Rack its SCRIPT_NAME: Puma 5.6 copies SCRIPT_NAME from its
+// environment into every request, and Rack builds URLs from it, while
+// Apache strips the mount from PATH_INFO.
+func pumaEnv(c *cmdContext) {
+	if p := mountPrefix(c.b); p != "" {
+		c.env["SCRIPT_NAME"] = p
+	}
+}
+
+// withoutNotifySocket runs Puma with NOTIFY_SOCKET unset. Puma sends
+// READY=1 through the sd_notify gem when the variable is set, and the gem
+// (0.1.1, Ruby 3.1) cannot reach an abstract socket: connect(2) to
+// "@sockvisor..." fails with ENOENT and Puma dies at boot (measured).
+// Readiness then comes from the HTTP probe alone. env(1) execs, so the pid
+// and LISTEN_PID stay Puma's.
+func withoutNotifySocket(argv []string) []string {
+	return append([]string{"/usr/bin/env", "-u", "NOTIFY_SOCKET"}, argv...)
 }

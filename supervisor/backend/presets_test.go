@@ -58,6 +58,48 @@ func TestBuildCommand(t *testing.T) {
 			env:  map[string]string{"FPM_SOCKETS": "/run/sv/a.sock=3"},
 		},
 		{
+			name: "uvicorn at / on fd 3",
+			b:    config.Backend{Preset: "uvicorn", Handoff: "listen-fds", Protocol: "http", Mount: "/", Command: []string{"/usr/bin/uvicorn", "app:app"}},
+			want: []string{"/usr/bin/uvicorn", "--fd", "3", "app:app"},
+			env:  map[string]string{"FORWARDED_ALLOW_IPS": "*"},
+		},
+		{
+			name: "uvicorn under a mount gets its root path",
+			b:    config.Backend{Preset: "uvicorn", Handoff: "listen-fds", Protocol: "http", Mount: "/ws/", Command: []string{"/usr/bin/uvicorn", "app:app"}},
+			want: []string{"/usr/bin/uvicorn", "--fd", "3", "--root-path", "/ws", "app:app"},
+			env:  map[string]string{"FORWARDED_ALLOW_IPS": "*"},
+		},
+		{
+			name: "uvicorn keeps the user's root path and trusted proxies",
+			b: config.Backend{Preset: "uvicorn", Handoff: "listen-fds", Protocol: "http", Mount: "/ws", Command: []string{"/usr/bin/uvicorn", "--root-path=/x", "app:app"},
+				Environment: map[string]string{"FORWARDED_ALLOW_IPS": "10.0.0.1"}},
+			want: []string{"/usr/bin/uvicorn", "--fd", "3", "--root-path=/x", "app:app"},
+		},
+		{
+			name: "uvicorn self binds the path",
+			b:    config.Backend{Preset: "uvicorn", Handoff: "self", Protocol: "http", Mount: "", Command: []string{"/usr/bin/uvicorn", "app:app"}},
+			want: []string{"/usr/bin/uvicorn", "--uds", "/run/sv/a.sock", "app:app"},
+			env:  map[string]string{"FORWARDED_ALLOW_IPS": "*", "SOCKVISOR_SOCKET": "/run/sv/a.sock"},
+		},
+		{
+			name:      "puma adopts only the activated socket, without NOTIFY_SOCKET",
+			b:         config.Backend{Preset: "puma", Handoff: "listen-fds", Protocol: "http", Mount: "/", Command: []string{"/usr/bin/puma", "config.ru"}},
+			want:      []string{"/usr/bin/env", "-u", "NOTIFY_SOCKET", "/usr/bin/puma", "--bind-to-activated-sockets", "only", "config.ru"},
+			listenEnv: true,
+		},
+		{
+			name: "puma under a mount gets SCRIPT_NAME; a stray bind is harmless",
+			b:    config.Backend{Preset: "puma", Handoff: "listen-fds", Protocol: "http", Mount: "/rack/", Command: []string{"/usr/bin/puma", "-b", "unix:///elsewhere.sock", "config.ru"}},
+			want: []string{"/usr/bin/env", "-u", "NOTIFY_SOCKET", "/usr/bin/puma", "--bind-to-activated-sockets", "only", "-b", "unix:///elsewhere.sock", "config.ru"},
+			env:  map[string]string{"SCRIPT_NAME": "/rack"}, listenEnv: true,
+		},
+		{
+			name: "puma self binds the path",
+			b:    config.Backend{Preset: "puma", Handoff: "self", Protocol: "http", Mount: "/", Command: []string{"/usr/bin/puma"}},
+			want: []string{"/usr/bin/env", "-u", "NOTIFY_SOCKET", "/usr/bin/puma", "--bind", "unix:///run/sv/a.sock"},
+			env:  map[string]string{"SOCKVISOR_SOCKET": "/run/sv/a.sock"},
+		},
+		{
 			name: "generic listen-fds",
 			b:    config.Backend{Preset: "generic", Handoff: "listen-fds", Protocol: "http", Command: []string{"/srv/app"}},
 			want: []string{"/srv/app"}, listenEnv: true,
@@ -118,6 +160,22 @@ func TestFPMGeneratedConfig(t *testing.T) {
 	b.Environment["BAD"] = "it's"
 	if _, err := buildCommand(b, 0, "/run/sv/php.sock", "/run/st/php"); err == nil || !strings.Contains(err.Error(), "BAD") {
 		t.Fatalf("quote in an environment value: %v; want an error naming it", err)
+	}
+}
+
+// A listening flag of the user's would leave the socket unused: refused
+// with the flag named.
+func TestPresetRefusesOwnListener(t *testing.T) {
+	for _, b := range []config.Backend{
+		{Name: "u", Preset: "uvicorn", Handoff: "listen-fds", Protocol: "http", Command: []string{"uvicorn", "--port", "8000", "app:app"}},
+		{Name: "u", Preset: "uvicorn", Handoff: "self", Protocol: "http", Command: []string{"uvicorn", "--uds=/x.sock", "app:app"}},
+		{Name: "u", Preset: "uvicorn", Handoff: "stdin", Protocol: "http", Command: []string{"uvicorn", "app:app"}},
+		{Name: "p", Preset: "puma", Handoff: "self", Protocol: "http", Command: []string{"puma", "-b", "tcp://0.0.0.0:9292"}},
+	} {
+		_, err := buildCommand(&b, 0, "/run/sv/a.sock", "/run/st/app")
+		if err == nil || !strings.Contains(err.Error(), "backend \""+b.Name+"\"") || !strings.Contains(err.Error(), b.Handoff) && !strings.Contains(err.Error(), "remove that flag") {
+			t.Errorf("%s %q: %v; want an error saying what to remove", b.Preset, b.Command, err)
+		}
 	}
 }
 
