@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 )
 
 func TestBuildCommand(t *testing.T) {
+	const rubyopt = "-r/run/st/app/sd_notify_abstract.rb"
 	cases := []struct {
 		name      string
 		b         config.Backend
@@ -82,22 +84,23 @@ func TestBuildCommand(t *testing.T) {
 			env:  map[string]string{"FORWARDED_ALLOW_IPS": "*", "SOCKVISOR_SOCKET": "/run/sv/a.sock"},
 		},
 		{
-			name:      "puma adopts only the activated socket, without NOTIFY_SOCKET",
+			name:      "puma adopts only the activated socket",
 			b:         config.Backend{Preset: "puma", Handoff: "listen-fds", Protocol: "http", Mount: "/", Command: []string{"/usr/bin/puma", "config.ru"}},
-			want:      []string{"/usr/bin/env", "-u", "NOTIFY_SOCKET", "/usr/bin/puma", "--bind-to-activated-sockets", "only", "config.ru"},
+			want:      []string{"/usr/bin/puma", "--bind-to-activated-sockets", "only", "config.ru"},
+			env:       map[string]string{"RUBYOPT": rubyopt},
 			listenEnv: true,
 		},
 		{
 			name: "puma under a mount gets SCRIPT_NAME; a stray bind is harmless",
 			b:    config.Backend{Preset: "puma", Handoff: "listen-fds", Protocol: "http", Mount: "/rack/", Command: []string{"/usr/bin/puma", "-b", "unix:///elsewhere.sock", "config.ru"}},
-			want: []string{"/usr/bin/env", "-u", "NOTIFY_SOCKET", "/usr/bin/puma", "--bind-to-activated-sockets", "only", "-b", "unix:///elsewhere.sock", "config.ru"},
-			env:  map[string]string{"SCRIPT_NAME": "/rack"}, listenEnv: true,
+			want: []string{"/usr/bin/puma", "--bind-to-activated-sockets", "only", "-b", "unix:///elsewhere.sock", "config.ru"},
+			env:  map[string]string{"SCRIPT_NAME": "/rack", "RUBYOPT": rubyopt}, listenEnv: true,
 		},
 		{
 			name: "puma self binds the path",
 			b:    config.Backend{Preset: "puma", Handoff: "self", Protocol: "http", Mount: "/", Command: []string{"/usr/bin/puma"}},
-			want: []string{"/usr/bin/env", "-u", "NOTIFY_SOCKET", "/usr/bin/puma", "--bind", "unix:///run/sv/a.sock"},
-			env:  map[string]string{"SOCKVISOR_SOCKET": "/run/sv/a.sock"},
+			want: []string{"/usr/bin/puma", "--bind", "unix:///run/sv/a.sock"},
+			env:  map[string]string{"SOCKVISOR_SOCKET": "/run/sv/a.sock", "RUBYOPT": rubyopt},
 		},
 		{
 			name: "generic listen-fds",
@@ -176,6 +179,44 @@ func TestPresetRefusesOwnListener(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "backend \""+b.Name+"\"") || !strings.Contains(err.Error(), b.Handoff) && !strings.Contains(err.Error(), "remove that flag") {
 			t.Errorf("%s %q: %v; want an error saying what to remove", b.Preset, b.Command, err)
 		}
+	}
+}
+
+// The pool is sized by the fpm block, or for the machine without one; the
+// user's settings follow sockvisor's lines and may override the spares.
+func TestFPMPoolSizing(t *testing.T) {
+	b := &config.Backend{Name: "wp", Preset: "php-fpm", Handoff: "fpm", Protocol: "fcgi", UID: 33,
+		Command: []string{"php-fpm8.2"}, StopTimeout: 30 * time.Second}
+	cmd, err := buildCommand(b, 0, "/run/sv/wp.sock", "/run/st/wp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := config.DefaultFPM()
+	conf := cmd.files["php-fpm-0.conf"]
+	for _, line := range []string{"pm = dynamic", fmt.Sprintf("pm.max_children = %d", def.MaxChildren), fmt.Sprintf("pm.min_spare_servers = %d", def.MinSpare), "process_control_timeout = 30s"} {
+		if !strings.Contains(conf, line+"\n") {
+			t.Errorf("default pool lacks %q:\n%s", line, conf)
+		}
+	}
+	b.FPM = config.FPM{Configured: true, PM: "dynamic", MaxChildren: 16, StartServers: 6, MinSpare: 4, MaxSpare: 8,
+		Settings: map[string]string{"php_admin_value[memory_limit]": "256M", "pm.max_spare_servers": "10", "php_value[error_log]": "/var/log/a b.log"}}
+	cmd, err = buildCommand(b, 0, "/run/sv/wp.sock", "/run/st/wp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = cmd.files["php-fpm-0.conf"]
+	for _, line := range []string{"pm.max_children = 16", "pm.start_servers = 6", "pm.min_spare_servers = 4", "pm.max_spare_servers = 10",
+		"php_admin_value[memory_limit] = 256M", `php_value[error_log] = "/var/log/a b.log"`} {
+		if !strings.Contains(conf, line+"\n") {
+			t.Errorf("pool lacks %q:\n%s", line, conf)
+		}
+	}
+	if strings.Contains(conf, "pm.max_spare_servers = 8") {
+		t.Errorf("pool sets pm.max_spare_servers twice:\n%s", conf)
+	}
+	b.Command = []string{"php-fpm8.2", "-y", "/etc/own.conf"}
+	if _, err := buildCommand(b, 0, "/run/sv/wp.sock", "/run/st/wp"); err == nil || !strings.Contains(err.Error(), "remove one of them") {
+		t.Errorf("fpm block with the user's own pool: %v; want an error", err)
 	}
 }
 

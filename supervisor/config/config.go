@@ -121,6 +121,8 @@ type Backend struct {
 	Ready         Ready
 	Restart       Restart
 	Proxy         Proxy
+	// FPM sizes the generated PHP-FPM pool (preset php-fpm).
+	FPM FPM
 	// Sockets holds one socket per instance, instance 0 first.
 	Sockets []Socket
 	// Pos is where the backend block starts, as "file:line".

@@ -62,6 +62,7 @@ type fileBackend struct {
 	Ready        *fileReady        `hcl:"ready,block"`
 	Restart      *fileRestart      `hcl:"restart,block"`
 	Proxy        *fileProxy        `hcl:"proxy,block"`
+	FPM          *fileFPM          `hcl:"fpm,block"`
 }
 
 type fileReady struct {

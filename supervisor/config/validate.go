@@ -334,6 +334,7 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 		}
 	}
 
+	b.FPM = v.fpm(key, b, fb.FPM)
 	b.Sockets = v.sockets(c, b, str(fb.Socket, ""))
 	return b
 }
