@@ -191,14 +191,15 @@ func TestFPMPoolSizing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	def := config.DefaultFPM()
+	n := config.DefaultFPMMaxChildren()
+	_, lo, _ := fpmSpares(n)
 	conf := cmd.files["php-fpm-0.conf"]
-	for _, line := range []string{"pm = dynamic", fmt.Sprintf("pm.max_children = %d", def.MaxChildren), fmt.Sprintf("pm.min_spare_servers = %d", def.MinSpare), "process_control_timeout = 30s"} {
+	for _, line := range []string{"pm = dynamic", fmt.Sprintf("pm.max_children = %d", n), fmt.Sprintf("pm.min_spare_servers = %d", lo), "process_control_timeout = 30s"} {
 		if !strings.Contains(conf, line+"\n") {
 			t.Errorf("default pool lacks %q:\n%s", line, conf)
 		}
 	}
-	b.FPM = config.FPM{Configured: true, PM: "dynamic", MaxChildren: 16, StartServers: 6, MinSpare: 4, MaxSpare: 8,
+	b.FPM = config.FPM{PM: "dynamic", MaxChildren: 16,
 		Settings: map[string]string{"php_admin_value[memory_limit]": "256M", "pm.max_spare_servers": "10", "php_value[error_log]": "/var/log/a b.log"}}
 	cmd, err = buildCommand(b, 0, "/run/sv/wp.sock", "/run/st/wp")
 	if err != nil {
@@ -214,9 +215,25 @@ func TestFPMPoolSizing(t *testing.T) {
 	if strings.Contains(conf, "pm.max_spare_servers = 8") {
 		t.Errorf("pool sets pm.max_spare_servers twice:\n%s", conf)
 	}
+	b.FPM.PM = "static"
+	cmd, _ = buildCommand(b, 0, "/run/sv/wp.sock", "/run/st/wp")
+	if conf := cmd.files["php-fpm-0.conf"]; !strings.Contains(conf, "pm = static\n") || strings.Contains(conf, "pm.start_servers") {
+		t.Errorf("static pool:\n%s", conf)
+	}
+	b.FPM.Settings["php_value[x]"] = `say "hi"`
+	if _, err := buildCommand(b, 0, "/run/sv/wp.sock", "/run/st/wp"); err == nil || !strings.Contains(err.Error(), "php_value[x]") {
+		t.Errorf("a quote in a setting: %v; want an error naming it", err)
+	}
+	delete(b.FPM.Settings, "php_value[x]")
 	b.Command = []string{"php-fpm8.2", "-y", "/etc/own.conf"}
 	if _, err := buildCommand(b, 0, "/run/sv/wp.sock", "/run/st/wp"); err == nil || !strings.Contains(err.Error(), "remove one of them") {
-		t.Errorf("fpm block with the user's own pool: %v; want an error", err)
+		t.Errorf("fpm settings with the user's own pool: %v; want an error", err)
+	}
+	for n := 1; n <= 100; n++ {
+		start, lo, hi := fpmSpares(n)
+		if lo < 1 || lo > start || start > hi || hi > max(n, 1) {
+			t.Errorf("fpmSpares(%d) = start %d, spare %d-%d", n, start, lo, hi)
+		}
 	}
 }
 

@@ -71,7 +71,9 @@ type Config struct {
 	LogLevel      string
 	LogFormat     string
 
-	Apache   Apache
+	Apache Apache
+	// Sites are the virtual hosts sockvisor renders, in config order.
+	Sites    []*Site
 	Backends []*Backend
 }
 
@@ -121,8 +123,29 @@ type Backend struct {
 	Ready         Ready
 	Restart       Restart
 	Proxy         Proxy
-	// FPM sizes the generated PHP-FPM pool (preset php-fpm).
+
+	// Site names the site block whose virtual host holds this backend's
+	// Apache rules; "" means the global server config.
+	Site string
+	// Index is Apache's DirectoryIndex for document_root (fcgi).
+	Index []string
+	// Fallback is the front controller, a URL path relative to the mount,
+	// that Apache serves for paths that are not files (FallbackResource);
+	// "" means none.
+	Fallback string
+	// Htaccess lets .htaccess files in document_root override everything
+	// (AllowOverride All).
+	Htaccess bool
+	// Aliases are URL paths Apache serves from directories, never proxied;
+	// longest URL first.
+	Aliases []Alias
+	// FCGIProxyAll sends every request under the mount to FastCGI, as
+	// sockvisor did before document_root was served by Apache. It bypasses
+	// <Directory> and .htaccess rules; check warns about it.
+	FCGIProxyAll bool
+	// FPM tunes the PHP-FPM pool (preset php-fpm only).
 	FPM FPM
+
 	// Sockets holds one socket per instance, instance 0 first.
 	Sockets []Socket
 	// Pos is where the backend block starts, as "file:line".
@@ -167,6 +190,10 @@ type Socket struct {
 func (b *Backend) Equal(o *Backend) bool {
 	x, y := *b, *o
 	x.Pos, y.Pos = "", ""
+	// What only Apache reads never restarts a backend.
+	for _, z := range []*Backend{&x, &y} {
+		z.Site, z.Index, z.Fallback, z.Htaccess, z.Aliases, z.FCGIProxyAll = "", nil, "", false, nil, false
+	}
 	return fmt.Sprintf("%#v", x) == fmt.Sprintf("%#v", y)
 }
 

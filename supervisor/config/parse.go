@@ -28,6 +28,7 @@ type fileConfig struct {
 	LogFormat     *string `hcl:"log_format,optional"`
 
 	Apache   *fileApache   `hcl:"apache,block"`
+	Sites    []fileSite    `hcl:"site,block"`
 	Backends []fileBackend `hcl:"backend,block"`
 }
 
@@ -62,7 +63,15 @@ type fileBackend struct {
 	Ready        *fileReady        `hcl:"ready,block"`
 	Restart      *fileRestart      `hcl:"restart,block"`
 	Proxy        *fileProxy        `hcl:"proxy,block"`
-	FPM          *fileFPM          `hcl:"fpm,block"`
+	// Sites, static files and PHP: see site.go.
+	Site               *string           `hcl:"site,optional"`
+	Index              []string          `hcl:"index,optional"`
+	Fallback           *string           `hcl:"fallback,optional"`
+	Htaccess           *bool             `hcl:"htaccess,optional"`
+	Alias              map[string]string `hcl:"alias,optional"`
+	AliasWorldWritable *bool             `hcl:"alias_world_writable,optional"`
+	FCGIProxyAll       *bool             `hcl:"fcgi_proxy_all,optional"`
+	FPM                *fileFPM          `hcl:"fpm,block"`
 }
 
 type fileReady struct {

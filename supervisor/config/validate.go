@@ -157,6 +157,7 @@ func (v *validator) build(fc *fileConfig) *Config {
 		v.at("apache.unit", "apache.unit %q must name a service unit, e.g. apache2.service", u)
 	}
 
+	v.sites(c, fc.Sites)
 	seenName := map[string]string{}
 	seenSocket := map[string]string{}
 	seenMount := map[string]string{}
@@ -183,7 +184,8 @@ func (v *validator) build(fc *fileConfig) *Config {
 			seenSocket[s.Name] = b.Name
 		}
 		if b.Mount != "" {
-			m := strings.TrimSuffix(b.Mount, "/")
+			// Each site is a URL space of its own.
+			m := b.Site + "\x00" + strings.TrimSuffix(b.Mount, "/")
 			if prev, ok := seenMount[m]; ok {
 				v.at(key+".mount", "mount %q is used by backends %q and %q; each URL path can go to one backend only", b.Mount, prev, b.Name)
 			}
@@ -194,6 +196,7 @@ func (v *validator) build(fc *fileConfig) *Config {
 		}
 		c.Backends = append(c.Backends, b)
 	}
+	v.checkWebConflicts(c)
 	return c
 }
 
@@ -334,7 +337,7 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 		}
 	}
 
-	b.FPM = v.fpm(key, b, fb.FPM)
+	v.web(c, b, fb)
 	b.Sockets = v.sockets(c, b, str(fb.Socket, ""))
 	return b
 }
