@@ -7,6 +7,13 @@ packages=(
 	apache2 gunicorn python3-gunicorn uwsgi-core uwsgi-plugin-python3 php-fpm
 	wrk curl mmdebstrap iproute2 procps psmisc
 	lintian rpm cpio groff-base checkpolicy semodule-utils policycoreutils selinux-policy-dev gnuplot-nox
+	mariadb-server php-mysql # [H] WordPress acceptance test: a private mariadbd, PHP's mysqli
+	wordpress wordpress-theme-twentytwentythree # [H] WordPress (without recommends it has no theme)
+	dokuwiki # [H] DokuWiki acceptance test
+	python3-django # [H] Django admin behind Gunicorn
+	uvicorn python3-uvicorn python3-websockets # [H] ASGI with WebSockets (the uvicorn command is in package uvicorn)
+	puma ruby-sd-notify # [H] Rack on Puma; sd_notify lets Puma report READY=1
+	ssl-cert openssl # [H] self-signed certificates for the TLS site test
 )
 
 missing=()
@@ -24,9 +31,11 @@ echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The tests start their own Apache and PHP-FPM; the packaged ones must not
-# hold port 80 or the shared sockets. Without systemd as PID 1 nothing was
-# started; where it was, stop only these two units.
+# The tests start their own Apache, PHP-FPM and MariaDB; the packaged ones
+# must not hold port 80 or the shared sockets (wordpress and dokuwiki also
+# pull in mod_php, which switches the system Apache to mpm_prefork; the
+# tests' private Apache loads its own modules). Without systemd as PID 1
+# nothing was started; where it was, stop only these units. # [H] mariadb
 if [ -d /run/systemd/system ]; then
-	systemctl stop apache2.service php8.2-fpm.service 2>/dev/null || true
+	systemctl stop apache2.service php8.2-fpm.service mariadb.service 2>/dev/null || true
 fi
