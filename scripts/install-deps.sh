@@ -13,7 +13,7 @@ packages=(
 	python3-django # [H] Django admin behind Gunicorn
 	uvicorn python3-uvicorn python3-websockets # [H] ASGI with WebSockets (the uvicorn command is in package uvicorn)
 	puma ruby-sd-notify # [H] Rack on Puma; sd_notify lets Puma report READY=1
-	ssl-cert openssl # [H] self-signed certificates for the TLS site test
+	ssl-cert openssl # [H] self-signed certificates for the TLS site tests
 )
 
 missing=()

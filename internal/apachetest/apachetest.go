@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,12 +32,15 @@ var Modules = []string{
 	"mpm_event", "authz_core", "authz_host", "alias", "mime", "dir", "headers",
 	"proxy", "proxy_http", "proxy_fcgi", "proxy_uwsgi", "proxy_wstunnel",
 	"proxy_balancer", "slotmem_shm", "lbmethod_byrequests", "setenvif",
+	"rewrite", "ssl", "socache_shmcb", "env",
 }
 
 // Instance is one running private Apache.
 type Instance struct {
-	Dir      string // ServerRoot: holds apache2.conf, logs, pid file
-	Port     int
+	Dir  string // ServerRoot: holds apache2.conf, logs, pid file
+	Port int
+	// Extra are the additional ports of the ExtraPorts option.
+	Extra    []int
 	ConfFile string // the main config file
 	// Site is a file Included by the main config; tests write ProxyPass lines here.
 	Site     string
@@ -64,12 +68,25 @@ type LaunchOptions struct {
 	Output io.Writer
 	// StartTimeout bounds the wait for the port to open; 0 means 10 s.
 	StartTimeout time.Duration
+	// ExtraPorts is how many more free loopback ports Apache listens on
+	// (Instance.Extra), e.g. one for a TLS virtual host.
+	ExtraPorts int
+	// Port is the main port; 0 picks a free one.
+	Port int
 }
 
 // PrivateTmp runs Apache in a mount namespace of its own with fresh, empty
 // /tmp and /var/tmp, as systemd's PrivateTmp=true does for apache2.service.
 // The instance's directory is then created under /run, outside both.
 func PrivateTmp() Option { return func(o *LaunchOptions) { o.PrivateTmp = true } }
+
+// ListenOn makes port (from FreePort) the instance's main port, so a test
+// can name it in the site config it starts Apache with.
+func ListenOn(port int) Option { return func(o *LaunchOptions) { o.Port = port } }
+
+// ExtraPorts makes Apache listen on n more free loopback ports, listed in
+// Instance.Extra.
+func ExtraPorts(n int) Option { return func(o *LaunchOptions) { o.ExtraPorts = n } }
 
 // Start writes a config that Includes site (may be empty) and starts Apache in
 // the foreground as a child of the test. Apache runs its workers as
@@ -122,13 +139,27 @@ func Launch(o LaunchOptions) (in *Instance, err error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
+	port := o.Port
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	var extra []int
+	for len(extra) < o.ExtraPorts {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		// The kernel may hand out a port twice; Apache refuses a Listen twice.
+		if p != port && !slices.Contains(extra, p) {
+			extra = append(extra, p)
+		}
 	}
 	in = &Instance{
 		Dir:      dir,
 		Port:     port,
+		Extra:    extra,
 		ConfFile: filepath.Join(dir, "apache2.conf"),
 		Site:     filepath.Join(dir, "site.conf"),
 		ErrorLog: filepath.Join(dir, "error.log"),
@@ -180,6 +211,9 @@ func (in *Instance) mainConfig() string {
 	var b strings.Builder
 	for _, m := range Modules {
 		fmt.Fprintf(&b, "LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so\n", m, m)
+	}
+	for _, p := range in.Extra {
+		fmt.Fprintf(&b, "Listen 127.0.0.1:%d\n", p)
 	}
 	fmt.Fprintf(&b, `ServerName localhost
 Listen 127.0.0.1:%d

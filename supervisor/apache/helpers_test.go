@@ -128,19 +128,34 @@ func loadHCL(t *testing.T, dir, body string) *config.Config {
 
 // testApache starts a private Apache that Includes conf-enabled/*.conf
 // under dir, as Debian's does, and returns a Layout pointing at it.
-func testApache(t *testing.T, dir string) (*apachetest.Instance, Layout) {
+//
+// Like Debian's, it reads conf-enabled, then sites-enabled; site, if not
+// "", is written there as 000-default.conf first.
+func testApache(t *testing.T, dir string, opts ...apachetest.Option) (*apachetest.Instance, Layout) {
+	return testApacheSite(t, dir, "", opts...)
+}
+
+func testApacheSite(t *testing.T, dir, site string, opts ...apachetest.Option) (*apachetest.Instance, Layout) {
 	t.Helper()
 	testutil.NeedRoot(t)
-	for _, d := range []string{"conf-available", "conf-enabled"} {
+	for _, d := range []string{"conf-available", "conf-enabled", "sites-available", "sites-enabled"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	in := apachetest.Start(t, fmt.Sprintf("IncludeOptional %s/conf-enabled/*.conf\n", dir))
+	if site != "" {
+		if err := os.WriteFile(filepath.Join(dir, "sites-enabled", "000-default.conf"), []byte(site), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := apachetest.Start(t, fmt.Sprintf("IncludeOptional %s/conf-enabled/*.conf\nIncludeOptional %s/sites-enabled/*.conf\n", dir, dir), opts...)
 	l := Layout{
 		Flavor:     "debian",
 		ConfigFile: filepath.Join(dir, "conf-available", "sockvisor.conf"),
 		EnableLink: filepath.Join(dir, "conf-enabled", "sockvisor.conf"),
+		SitesFile:  filepath.Join(dir, "sites-available", "sockvisor.conf"),
+		SitesLink:  filepath.Join(dir, "sites-enabled", "sockvisor.conf"),
+		IncludeDir: filepath.Join(dir, "sockvisor-sites"),
 		Apachectl:  in.Command(),
 		Unit:       "apache2.service",
 		RunUser:    "www-data",

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
 	"github.com/sockvisor/sockvisor/supervisor/config"
@@ -17,6 +18,14 @@ type Layout struct {
 	// EnableLink is the symlink that enables ConfigFile, as a2enconf makes
 	// it on Debian; "" when the file is read where it is (RHEL's conf.d).
 	EnableLink string
+	// SitesFile holds the <VirtualHost> blocks of render = "vhost" sites,
+	// read after the distribution's default virtual host; SitesLink
+	// enables it (Debian's sites-enabled), "" when it is read where it is.
+	// SitesFile "" puts the virtual hosts at the end of ConfigFile.
+	SitesFile string
+	SitesLink string
+	// IncludeDir holds NAME.conf for each render = "include" site.
+	IncludeDir string
 	// Apachectl is the argv prefix for -M, -t and -k graceful.
 	Apachectl []string
 	Unit      string // systemd unit, for reload = "dbus"
@@ -92,7 +101,25 @@ func detectLayout(a config.Apache, root string) (Layout, error) {
 		l.Apachectl = a.Apachectl
 	}
 	l.EnableLink = enableLink(l.ConfigFile)
+	l.SitesFile, l.SitesLink = sitesFile(l.ConfigFile)
+	l.IncludeDir = filepath.Join(filepath.Dir(filepath.Dir(l.ConfigFile)), "sockvisor-sites")
 	return l, nil
+}
+
+// sitesFile places the virtual hosts beside file: in sites-available,
+// enabled from sites-enabled, when file is in a conf-available directory
+// (Debian reads sites-enabled after conf-enabled, and 000-default sorts
+// before "sockvisor"); otherwise in the same directory as NAME-sites.conf,
+// read after NAME.conf.
+func sitesFile(file string) (path, link string) {
+	dir, base := filepath.Split(file)
+	dir = filepath.Clean(dir)
+	if filepath.Base(dir) == "conf-available" {
+		root := filepath.Dir(dir)
+		return filepath.Join(root, "sites-available", base), filepath.Join(root, "sites-enabled", base)
+	}
+	ext := filepath.Ext(base)
+	return filepath.Join(dir, strings.TrimSuffix(base, ext)+"-sites"+ext), ""
 }
 
 // enableLink returns conf-enabled/NAME for a file in a conf-available

@@ -36,6 +36,9 @@ func TestDetectLayout(t *testing.T) {
 		Flavor:     "debian",
 		ConfigFile: deb + "/etc/apache2/conf-available/sockvisor.conf",
 		EnableLink: deb + "/etc/apache2/conf-enabled/sockvisor.conf",
+		SitesFile:  deb + "/etc/apache2/sites-available/sockvisor.conf",
+		SitesLink:  deb + "/etc/apache2/sites-enabled/sockvisor.conf",
+		IncludeDir: deb + "/etc/apache2/sockvisor-sites",
 		Apachectl:  []string{"/usr/sbin/apache2ctl"},
 		Unit:       "apache2.service",
 		RunUser:    "web",
@@ -51,6 +54,7 @@ func TestDetectLayout(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = Layout{Flavor: "rhel", ConfigFile: rhel + "/etc/httpd/conf.d/sockvisor.conf", Apachectl: []string{"/usr/sbin/httpd"},
+		SitesFile: rhel + "/etc/httpd/conf.d/sockvisor-sites.conf", IncludeDir: rhel + "/etc/httpd/sockvisor-sites",
 		Unit: "web.service", RunUser: "apache", RunGroup: "apache"}
 	if !layoutEqual(l, want) {
 		t.Errorf("rhel layout = %+v, want %+v", l, want)
@@ -70,7 +74,8 @@ func TestDetectLayout(t *testing.T) {
 func layoutEqual(a, b Layout) bool {
 	return a.Flavor == b.Flavor && a.ConfigFile == b.ConfigFile && a.EnableLink == b.EnableLink &&
 		strings.Join(a.Apachectl, " ") == strings.Join(b.Apachectl, " ") && a.Unit == b.Unit &&
-		a.RunUser == b.RunUser && a.RunGroup == b.RunGroup
+		a.RunUser == b.RunUser && a.RunGroup == b.RunGroup &&
+		a.SitesFile == b.SitesFile && a.SitesLink == b.SitesLink && a.IncludeDir == b.IncludeDir
 }
 
 func TestEnableCommand(t *testing.T) {

@@ -1,7 +1,6 @@
 package apache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -48,6 +47,9 @@ type Options struct {
 	OnApply func(changed bool, err error)
 	// CommandTimeout bounds each apachectl run; 0 means DefaultCommandTimeout.
 	CommandTimeout time.Duration
+	// Off is apache.reload = "none": Apply writes nothing, runs nothing
+	// and reports no change. Layout and Reloader are then unused.
+	Off bool
 }
 
 // Manager applies rendered configs to Apache, one at a time.
@@ -55,11 +57,13 @@ type Manager struct {
 	opts Options
 	log  hclog.Logger
 	// render and modules are seams for fault injection in tests.
-	render  func(*config.Config) []byte
+	render  func(*config.Config) []File
 	modules func(ctx context.Context) (map[string]bool, error)
 
-	// applyMu serialises Apply: one transaction at a time.
-	applyMu sync.Mutex
+	// applyMu serialises Apply: one transaction at a time, and guards
+	// offLogged.
+	applyMu   sync.Mutex
+	offLogged bool
 
 	// pend holds the latest config Schedule was given, not yet applied.
 	pend struct {
@@ -75,6 +79,11 @@ type Manager struct {
 // New builds the Manager the daemon uses: the layout detected for cfg and
 // the reloader its apache.reload names.
 func New(cfg *config.Config, log hclog.Logger) (*Manager, error) {
+	if cfg.Apache.Reload == "none" {
+		// Not even the layout: detecting it runs nothing, but an operator
+		// who chose "none" may have no Apache on this machine at all.
+		return NewManager(Options{Off: true, Logger: log}), nil
+	}
 	l, err := DetectLayout(cfg)
 	if err != nil {
 		return nil, err
@@ -102,7 +111,7 @@ func NewManager(o Options) *Manager {
 	m := &Manager{
 		opts:   o,
 		log:    o.Logger.Named("apache"),
-		render: Render,
+		render: RenderFiles,
 		kick:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
@@ -174,10 +183,11 @@ func (m *Manager) loop() {
 	}
 }
 
-// Apply makes Apache run Render(cfg), now: check modules, write, enable,
-// configtest, reload, verify; on any failure after the write the previous
-// file is back and Apply reports why. It reports changed = false, and
-// touches nothing, when the file and its link already match. If Apache is
+// Apply makes Apache run RenderFiles(cfg), now: check modules, write every
+// file, enable, configtest, reload, verify; on any failure after the first
+// write the previous files are back and Apply reports why. It reports
+// changed = false, and touches nothing, when the files and links already
+// match. If Apache is
 // not running, the tested file stays for its next start and Apply returns
 // changed = true with no error. Apply drops any config Schedule holds,
 // since cfg is newer.
@@ -191,20 +201,19 @@ func (m *Manager) Apply(ctx context.Context, cfg *config.Config) (changed bool, 
 func (m *Manager) apply(ctx context.Context, cfg *config.Config) (bool, error) {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
-	l := m.opts.Layout
-	want := m.render(cfg)
+	if m.opts.Off {
+		if !m.offLogged {
+			m.offLogged = true
+			m.log.Info("apache.reload is \"none\": sockvisor writes nothing of Apache's and runs no apachectl; install the output of \"sockvisor apache-config\" yourself")
+		}
+		return false, nil
+	}
 
-	old, err := readCurrent(l.ConfigFile)
+	targets, err := m.targets(cfg)
 	if err != nil {
 		return false, err
 	}
-	linked := true
-	if l.EnableLink != "" {
-		if linked, err = linkState(l.EnableLink, l.ConfigFile); err != nil {
-			return false, err
-		}
-	}
-	if old.exists && linked && bytes.Equal(old.data, want) {
+	if !anyChange(targets) {
 		return false, nil
 	}
 
@@ -213,21 +222,9 @@ func (m *Manager) apply(ctx context.Context, cfg *config.Config) (bool, error) {
 	}
 
 	// From here on, every failure puts the old state back.
-	if err := writeAtomic(l.ConfigFile, want, old); err != nil {
-		return false, err
-	}
-	undo := func() error {
-		var errs []error
-		if !linked {
-			errs = append(errs, removeLink(l.EnableLink))
-		}
-		errs = append(errs, restore(l.ConfigFile, old))
-		return errors.Join(errs...)
-	}
-	if !linked {
-		if err := makeLink(l.EnableLink, l.ConfigFile); err != nil {
-			return false, errors.Join(err, undo())
-		}
+	undo, err := writeTargets(targets)
+	if err != nil {
+		return false, errors.Join(err, undo())
 	}
 
 	if err := m.configTest(ctx); err != nil {

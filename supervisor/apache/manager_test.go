@@ -128,7 +128,9 @@ backend "c" {
 	wantGet(t, in, "/x", "name=a path=/x ", host)
 	wantGet(t, in, "/b/x", "name=b path=/x ", "host=b.sockvisor.invalid")
 	wantGet(t, in, "/b/c/x", "name=c path=/x ", host)
-	wantGet(t, in, "/b/c", "name=c path=/ ")
+	// Gunicorn gets the mount as SCRIPT_NAME; the mount itself is the
+	// app's root, an empty PATH_INFO (PEP 3333).
+	wantGet(t, in, "/b/c", "name=c path= ")
 	wantGet(t, in, "/b/cx", "name=b path=/cx ")
 	wantGet(t, in, "/bx", "name=a path=/bx ")
 }
@@ -419,8 +421,10 @@ backend "app" {
 	t.Cleanup(func() { stopDaemon(t, in.Dir+"/apache2.pid", in.PID()) })
 
 	// Fault injection: an ErrorLog that is a directory passes -t.
-	m.render = func(c *config.Config) []byte {
-		return append(Render(c), fmt.Sprintf("ErrorLog %s\n", dir)...)
+	m.render = func(c *config.Config) []File {
+		fs := RenderFiles(c)
+		fs[0].Data = append(fs[0].Data, fmt.Sprintf("ErrorLog %s\n", dir)...)
+		return fs
 	}
 	start := time.Now()
 	changed, err := m.Apply(context.Background(), cfg)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 	"time"
@@ -24,11 +25,104 @@ const maxLabel = 63
 // header starts every file sockvisor writes; a file without it is not ours.
 const header = "# sockvisor's Apache config"
 
-// Render returns sockvisor's Apache config for cfg. Equal configs give equal
-// bytes: nothing time- or environment-dependent goes in.
+// Kinds of File.
+const (
+	// KindMain is the global server config: every backend's worker
+	// settings, and the rules of backends without a site.
+	KindMain = "main"
+	// KindSites holds the <VirtualHost> blocks of sites with render =
+	// "vhost". It is a file of its own so that Apache reads it after the
+	// distribution's default virtual host (Debian: sites-enabled/000-default),
+	// which therefore stays the default for unknown host names.
+	KindSites = "sites"
+	// KindInclude holds one render = "include" site's rules, for the
+	// operator to Include inside a virtual host of their own.
+	KindInclude = "include"
+)
+
+// File is one file of the rendered config.
+type File struct {
+	Kind string
+	Site string // the site of a KindInclude file
+	Data []byte
+}
+
+// RenderFiles returns sockvisor's Apache config for cfg: the main file, the
+// sites file when a site has render = "vhost", and one file per site with
+// render = "include", in that order (includes by site name). Equal configs
+// give equal bytes: nothing time- or environment-dependent goes in, no line
+// number of the config either, and the order of blocks in the config does
+// not matter.
+func RenderFiles(cfg *config.Config) []File {
+	files := []File{{Kind: KindMain, Data: renderMain(cfg)}}
+	var vhosts, includes []*config.Site
+	for _, s := range sortedSites(cfg) {
+		if s.Render == "include" {
+			includes = append(includes, s)
+		} else {
+			vhosts = append(vhosts, s)
+		}
+	}
+	if len(vhosts) > 0 {
+		var b bytes.Buffer
+		p := printer(&b, "")
+		p(header+": virtual hosts, generated from %s.", comment(cfg.File))
+		p("# Do not edit: sockvisor rewrites this file whenever its config changes.")
+		p("# Each site block gives one <VirtualHost> per listen address. Apache needs a")
+		p("# Listen line for each address; sockvisor writes none (Debian's ports.conf has")
+		p("# 80, and 443 with mod_ssl), because a second Listen for one address is fatal.")
+		p("# The <Proxy> settings of these backends are in sockvisor's main file.")
+		for _, s := range vhosts {
+			renderVhosts(&b, cfg, s)
+		}
+		files = append(files, File{Kind: KindSites, Data: b.Bytes()})
+	}
+	for _, s := range includes {
+		var b bytes.Buffer
+		p := printer(&b, "")
+		p(header+": the rules of site %q, generated from %s.", s.Name, comment(cfg.File))
+		p("# Do not edit: sockvisor rewrites this file whenever its config changes.")
+		p("# Include it inside the <VirtualHost> blocks that serve %s (render = \"include\").", s.Name)
+		p("# The <Proxy> settings of these backends are in sockvisor's main file.")
+		renderContext(printer(&b, ""), siteBackends(cfg, s.Name), true)
+		files = append(files, File{Kind: KindInclude, Site: s.Name, Data: b.Bytes()})
+	}
+	return files
+}
+
+// Render returns every file of the rendered config as one text, as
+// `sockvisor apache-config` prints it: the main file, then each other file
+// after a line naming where it goes.
 func Render(cfg *config.Config) []byte {
 	var b bytes.Buffer
-	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	for i, f := range RenderFiles(cfg) {
+		if i > 0 {
+			switch f.Kind {
+			case KindSites:
+				b.WriteString("\n# ==== sites file (Debian: sites-available/sockvisor.conf) ====\n")
+			case KindInclude:
+				fmt.Fprintf(&b, "\n# ==== include file for site %q (Debian: /etc/apache2/sockvisor-sites/%s.conf) ====\n", f.Site, f.Site)
+			}
+		}
+		b.Write(f.Data)
+	}
+	return b.Bytes()
+}
+
+func printer(b *bytes.Buffer, indent string) func(string, ...any) {
+	return func(format string, args ...any) {
+		line := fmt.Sprintf(format, args...)
+		if line == "" {
+			b.WriteString("\n")
+			return
+		}
+		b.WriteString(indent + line + "\n")
+	}
+}
+
+func renderMain(cfg *config.Config) []byte {
+	var b bytes.Buffer
+	p := printer(&b, "")
 
 	p(header+", generated from %s.", comment(cfg.File))
 	p("# Do not edit: sockvisor rewrites this file whenever its config changes.")
@@ -46,17 +140,50 @@ func Render(cfg *config.Config) []byte {
 		p("# Needs the modules: %s.", strings.Join(mods, ", "))
 	}
 
+	// Worker settings of site backends live here, once, so the http and
+	// https virtual hosts of a site (and an included site) share them.
+	var siteBes []*config.Backend
 	for _, be := range mounted(cfg) {
-		p("")
-		renderBackend(p, be)
+		if be.Site != "" && len(be.Sockets) > 0 {
+			siteBes = append(siteBes, be)
+		}
 	}
+	if len(siteBes) > 0 {
+		p("")
+		p("# Worker settings of the backends in sites; their rules are in the sites' files.")
+		for _, be := range siteBes {
+			p("")
+			p("# Backend %q (site %s).", be.Name, be.Site)
+			renderWorkers(p, be)
+		}
+	}
+	renderContext(p, siteBackends(cfg, ""), false)
 	for _, be := range cfg.Backends {
 		if be.Mount == "" {
 			p("")
-			p("# Backend %q (%s) has no mount, so Apache does not proxy to it.", be.Name, comment(be.Pos))
+			p("# Backend %q has no mount, so Apache does not proxy to it.", be.Name)
 		}
 	}
 	return b.Bytes()
+}
+
+// sortedSites returns the sites by name.
+func sortedSites(cfg *config.Config) []*config.Site {
+	out := append([]*config.Site(nil), cfg.Sites...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// siteBackends returns the mounted backends of one site ("" for the global
+// context), longest mount first.
+func siteBackends(cfg *config.Config, site string) []*config.Backend {
+	var out []*config.Backend
+	for _, be := range mounted(cfg) {
+		if be.Site == site {
+			out = append(out, be)
+		}
+	}
+	return out
 }
 
 // mounted returns the backends with a mount, longest mount first; ties go
@@ -81,22 +208,202 @@ func mounted(cfg *config.Config) []*config.Backend {
 	return out
 }
 
-func renderBackend(p func(string, ...any), be *config.Backend) {
+// renderVhosts writes a site's <VirtualHost> blocks: plain HTTP first, then
+// HTTPS, each address in config order.
+func renderVhosts(b *bytes.Buffer, cfg *config.Config, s *config.Site) {
+	bes := siteBackends(cfg, s.Name)
+	open := func(addr string) func(string, ...any) {
+		p := printer(b, "")
+		p("")
+		p("<VirtualHost %s>", addr)
+		in := printer(b, "    ")
+		in("ServerName %s", s.Name)
+		if len(s.Aliases) > 0 {
+			in("ServerAlias %s", strings.Join(s.Aliases, " "))
+		}
+		return in
+	}
+	closeVhost := func() { printer(b, "")("</VirtualHost>") }
+	for _, addr := range s.Listen {
+		in := open(addr)
+		if s.RedirectHTTP {
+			in("# redirect_http: every request answers 301 with its https:// URL.")
+			in("RewriteEngine On")
+			in("RewriteRule ^ https://%%{SERVER_NAME}%s%%{REQUEST_URI} [R=301,L,NE]", httpsPort(s))
+		} else {
+			renderContext(in, bes, true)
+		}
+		closeVhost()
+	}
+	if s.TLS != nil {
+		for _, addr := range s.TLS.Listen {
+			in := open(addr)
+			in("SSLEngine on")
+			in("SSLCertificateFile %q", s.TLS.Certificate)
+			in("SSLCertificateKeyFile %q", s.TLS.Key)
+			renderContext(in, bes, true)
+			closeVhost()
+		}
+	}
+}
+
+// httpsPort is the ":PORT" a redirect names, "" for 443.
+func httpsPort(s *config.Site) string {
+	if s.TLS == nil || len(s.TLS.Listen) == 0 {
+		return ""
+	}
+	_, port, _ := net.SplitHostPort(s.TLS.Listen[0])
+	if port == "443" {
+		return ""
+	}
+	return ":" + port
+}
+
+// renderContext writes the rules of bes (one context's backends, longest
+// mount first) into the global config (inSite false) or a virtual host.
+//
+// Apache's Alias picks the first match in config order, so every Alias of
+// the context comes first, longest URL first. In the global config the
+// ProxyPass rules match in order too, so backends follow longest mount
+// first, each with its "!" exclusions before its ProxyPass. In a site each
+// backend's ProxyPass sits in a <Location>, which mod_proxy tries before
+// any server-wide ProxyPass (measured: a global ProxyPass "/" otherwise
+// wins); <Location> sections merge in config order, the later one winning,
+// so there backends come shortest mount first and each alias's exclusion
+// after its backend's mount.
+func renderContext(p func(string, ...any), bes []*config.Backend, inSite bool) {
+	type alias struct{ url, dir string }
+	var aliases []alias
+	docroot := ""
+	for _, be := range bes {
+		if len(be.Sockets) == 0 {
+			continue
+		}
+		for _, a := range be.Aliases {
+			aliases = append(aliases, alias{a.URL, a.Dir})
+		}
+		if be.Docroot() {
+			if inSite && be.Mount == "/" {
+				docroot = be.DocumentRoot
+			} else {
+				aliases = append(aliases, alias{mountPath(be.Mount), be.DocumentRoot})
+			}
+		}
+	}
+	sort.SliceStable(aliases, func(i, j int) bool {
+		if len(aliases[i].url) != len(aliases[j].url) {
+			return len(aliases[i].url) > len(aliases[j].url)
+		}
+		return aliases[i].url < aliases[j].url
+	})
+	if docroot != "" || len(aliases) > 0 {
+		p("")
+		p("# Served by Apache from disk. Alias takes the first match, so longest first.")
+	}
+	if docroot != "" {
+		p("DocumentRoot %q", docroot)
+	}
+	for _, a := range aliases {
+		p("Alias %q %q", a.url, a.dir)
+	}
+
+	order := bes
+	if inSite {
+		order = make([]*config.Backend, len(bes))
+		for i, be := range bes {
+			order[len(bes)-1-i] = be
+		}
+	}
+	for _, be := range order {
+		p("")
+		renderBackend(p, be, inSite)
+	}
+}
+
+// mountPath is the mount as Alias and FallbackResource take it: without its
+// trailing slash, so "/wiki" and "/wiki/x" both match.
+func mountPath(mount string) string {
+	if mount == "/" {
+		return "/"
+	}
+	return strings.TrimSuffix(mount, "/")
+}
+
+func describe(be *config.Backend) string {
 	n := len(be.Sockets)
 	what := be.Protocol
 	if be.Websocket {
 		what += " with WebSocket"
 	}
+	if be.Docroot() {
+		what += ", Apache serves " + be.DocumentRoot + " and runs its .php files on PHP-FPM"
+	}
 	inst := "1 instance"
 	if n != 1 {
 		inst = fmt.Sprintf("%d instances", n)
 	}
-	p("# Backend %q (%s): %s, %s, mounted at %s.", be.Name, comment(be.Pos), what, inst, be.Mount)
-	if n == 0 {
+	return fmt.Sprintf("# Backend %q: %s, %s, mounted at %s.", be.Name, what, inst, be.Mount)
+}
+
+// renderBackend writes one backend's rules in its context. Worker settings
+// (renderWorkers) go with them in the global config; a site's are in the
+// main file.
+func renderBackend(p func(string, ...any), be *config.Backend, inSite bool) {
+	p("%s", describe(be))
+	if len(be.Sockets) == 0 {
 		p("# It has no sockets, so nothing is proxied.")
 		return
 	}
+	if !inSite {
+		renderWorkers(p, be)
+	}
+	for _, a := range be.Aliases {
+		renderStaticDir(p, be, a.Dir)
+	}
+	if be.Docroot() {
+		renderDocroot(p, be)
+		// A ProxyPass of a shorter mount in the same context would take
+		// these requests before Alias maps them to files.
+		if inSite {
+			p("<Location %q>", mountPath(be.Mount))
+			p("    ProxyPass \"!\"")
+			p("</Location>")
+		} else if be.Mount != "/" {
+			p("ProxyPass %q \"!\"", be.Mount)
+		}
+		return
+	}
+	target, reverse := proxyTarget(be)
+	params := ""
+	if len(be.Sockets) == 1 {
+		params = workerParams(be)
+	}
+	if !inSite {
+		for _, a := range be.Aliases {
+			p("ProxyPass %q \"!\"", a.URL)
+		}
+		p("ProxyPass %q %q%s", be.Mount, target, params)
+		for _, r := range reverse {
+			p("ProxyPassReverse %q %q", be.Mount, r)
+		}
+		return
+	}
+	p("<Location %q>", be.Mount)
+	p("    ProxyPass %q%s", target, params)
+	for _, r := range reverse {
+		p("    ProxyPassReverse %q", r)
+	}
+	p("</Location>")
+	for _, a := range be.Aliases {
+		p("<Location %q>", a.URL)
+		p("    ProxyPass \"!\"")
+		p("</Location>")
+	}
+}
 
+// proxyTarget returns the URL a backend's ProxyPass names and the URLs
+// ProxyPassReverse maps back.
+func proxyTarget(be *config.Backend) (string, []string) {
 	// A mount ending in "/" maps to "/" on the backend; one without maps to
 	// "" so "/app" and "/app/x" work and "/application" stays unmatched.
 	slash := ""
@@ -105,56 +412,156 @@ func renderBackend(p func(string, ...any), be *config.Backend) {
 	}
 	// mod_proxy_fcgi puts the URL path into SCRIPT_FILENAME, which PHP-FPM
 	// resolves: the document root goes between the host and the path.
-	root := ""
+	path := ""
 	if be.Protocol == "fcgi" {
-		root = strings.TrimSuffix(be.DocumentRoot, "/")
+		path = strings.TrimSuffix(be.DocumentRoot, "/")
 	}
-	scheme := map[string]string{"http": "http", "fcgi": "fcgi", "uwsgi": "uwsgi"}[be.Protocol]
-	params := workerParams(be)
+	if keepsPrefix(be) {
+		path = strings.TrimSuffix(be.Mount, "/")
+	}
+	scheme := be.Protocol
 	host := Host(be.Name)
-	// ProxyPreserveHost matters only to mod_proxy_http; fcgi and uwsgi pass
-	// the client's Host header as HTTP_HOST anyway.
-	preserve := ""
-	if be.Protocol == "http" {
-		preserve = "Off"
-		if be.Proxy.PreserveHost {
-			preserve = "On"
-		}
-	}
-
-	if n == 1 {
-		url := scheme + "://" + host + root + slash
-		if preserve != "" {
-			// ProxyPreserveHost is per directory since 2.3.3; a <Proxy> section
-			// on the backend's own host scopes it to this backend alone.
-			p("<Proxy %q>", url)
-			p("    ProxyPreserveHost %s", preserve)
-			p("</Proxy>")
-		}
-		p("ProxyPass %q %q%s", be.Mount, "unix:"+be.Sockets[0].Path+"|"+url, params)
+	if len(be.Sockets) == 1 {
+		url := scheme + "://" + host + path + slash
+		var rev []string
 		if be.Protocol == "http" {
-			p("ProxyPassReverse %q %q", be.Mount, url)
+			rev = []string{url}
 		}
-		return
+		return "unix:" + be.Sockets[0].Path + "|" + url, rev
 	}
-
-	// Members carry no trailing slash: the balancer appends the request's
-	// path to the member URL, and "/" would double it.
-	balancer := "balancer://" + host
-	p("<Proxy %q>", balancer)
-	for _, s := range be.Sockets {
-		p("    BalancerMember %q%s", "unix:"+s.Path+"|"+scheme+"://"+InstanceHost(be.Name, s.Instance), params)
-	}
-	if preserve != "" {
-		p("    ProxyPreserveHost %s", preserve)
-	}
-	p("</Proxy>")
-	p("ProxyPass %q %q", be.Mount, balancer+root+slash)
+	var rev []string
 	if be.Protocol == "http" {
 		for _, s := range be.Sockets {
-			p("ProxyPassReverse %q %q", be.Mount, "http://"+InstanceHost(be.Name, s.Instance)+slash)
+			rev = append(rev, "http://"+InstanceHost(be.Name, s.Instance)+path+slash)
 		}
 	}
+	return "balancer://" + host + path + slash, rev
+}
+
+// renderWorkers writes a backend's worker settings: the balancer and its
+// members, and the per-backend proxy settings in a <Proxy> section scoped to
+// the backend's own worker host. Per-backend extra lines belong in
+// proxySettings.
+func renderWorkers(p func(string, ...any), be *config.Backend) {
+	n := len(be.Sockets)
+	params := workerParams(be)
+	settings := proxySettings(be)
+	if n > 1 {
+		// Members carry no trailing slash: the balancer appends the request's
+		// path to the member URL, and "/" would double it.
+		p("<Proxy %q>", "balancer://"+Host(be.Name))
+		for _, s := range be.Sockets {
+			p("    BalancerMember %q%s", "unix:"+s.Path+"|"+be.Protocol+"://"+InstanceHost(be.Name, s.Instance), params)
+		}
+		for _, l := range settings {
+			p("    %s", l)
+		}
+		p("</Proxy>")
+		return
+	}
+	if be.Docroot() {
+		// SetHandler takes no worker parameters; a <Proxy> section on the
+		// same URL defines the worker they then find.
+		p("<Proxy %q>", handlerURL(be))
+		p("    ProxySet%s", params)
+		for _, l := range settings {
+			p("    %s", l)
+		}
+		p("</Proxy>")
+		return
+	}
+	if len(settings) == 0 {
+		return
+	}
+	// ProxyPreserveHost and RequestHeader are per directory; a <Proxy>
+	// section on the backend's own host scopes them to this backend alone.
+	url := be.Protocol + "://" + Host(be.Name) + "/"
+	p("<Proxy %q>", url)
+	for _, l := range settings {
+		p("    %s", l)
+	}
+	p("</Proxy>")
+}
+
+// proxySettings lists the directives that apply to every request Apache
+// proxies to be, rendered inside the backend's <Proxy> section.
+func proxySettings(be *config.Backend) []string {
+	if be.Protocol != "http" {
+		// ProxyPreserveHost matters only to mod_proxy_http; fcgi and
+		// uwsgi pass the client's Host header as HTTP_HOST anyway, and the
+		// scheme as REQUEST_SCHEME and HTTPS.
+		return nil
+	}
+	var out []string
+	if be.Proxy.PreserveHost {
+		out = append(out, "ProxyPreserveHost On")
+	} else {
+		out = append(out, "ProxyPreserveHost Off")
+	}
+	out = append(out, prefixHeaders(be)...)
+	return out
+}
+
+// handlerURL is the SetHandler target of a Docroot backend. It ends at the
+// host: mod_proxy_fcgi appends the file's path, so a trailing "/" gave
+// SCRIPT_FILENAME=//srv/... (measured). Without the "|fcgi://host" part
+// Apache would serve the PHP source instead. A balancer behind SetHandler
+// works since Apache 2.4.62.
+func handlerURL(be *config.Backend) string {
+	if len(be.Sockets) > 1 {
+		return "balancer://" + Host(be.Name)
+	}
+	return "unix:" + be.Sockets[0].Path + "|fcgi://" + Host(be.Name)
+}
+
+// renderStaticDir lets Apache serve dir, an alias of be.
+func renderStaticDir(p func(string, ...any), be *config.Backend, dir string) {
+	p("<Directory %q>", dir)
+	p("    Options FollowSymLinks")
+	p("    AllowOverride None")
+	p("    Require all granted")
+	if be.Protocol == "fcgi" {
+		// An alias is never executed: PHP source there stays private.
+		p("    <FilesMatch %s>", quote(`\.(?i:php[3-8]?|phtml|phar|phps)$`))
+		p("        Require all denied")
+		p("    </FilesMatch>")
+	}
+	p("</Directory>")
+}
+
+// renderDocroot lets Apache serve be's document root and hand existing .php
+// files to PHP-FPM. Access rules (<Directory>, .htaccess) apply to the PHP
+// files too, which a ProxyPass would bypass.
+func renderDocroot(p func(string, ...any), be *config.Backend) {
+	p("<Directory %q>", be.DocumentRoot)
+	p("    Options FollowSymLinks")
+	if be.Htaccess {
+		p("    AllowOverride All")
+	} else {
+		p("    AllowOverride None")
+	}
+	p("    Require all granted")
+	if len(be.Index) > 0 {
+		p("    DirectoryIndex %s", strings.Join(be.Index, " "))
+	}
+	if be.Fallback != "" {
+		p("    FallbackResource %q", strings.TrimSuffix(be.Mount, "/")+be.Fallback)
+	}
+	// PHP sees the Authorization header (HTTP auth, application passwords).
+	p("    CGIPassAuth On")
+	// Other PHP extensions and upper-case .PHP would be served as source;
+	// PHP-FPM runs only .php (security.limit_extensions).
+	p("    <FilesMatch %s>", quote(`^\.user\.ini$|\.(?!php$)(?i:php[3-8]?|phtml|phar|phps)$`))
+	p("        Require all denied")
+	p("    </FilesMatch>")
+	// Only a request that maps to an existing .php file reaches PHP-FPM:
+	// no "Primary script unknown", no cgi.fix_pathinfo guessing.
+	p("    <FilesMatch %s>", quote(`\.php$`))
+	p("        <If \"-f %%{REQUEST_FILENAME}\">")
+	p("            SetHandler %q", "proxy:"+handlerURL(be))
+	p("        </If>")
+	p("    </FilesMatch>")
+	p("</Directory>")
 }
 
 // workerParams renders the backend's proxy settings as worker parameters.
@@ -228,16 +635,40 @@ func label(name string) string {
 // sorted, as `apachectl -M` names them without "_module".
 func RequiredModules(cfg *config.Config) []string {
 	set := map[string]bool{}
+	sites := map[string]bool{}
 	for _, be := range mounted(cfg) {
 		if len(be.Sockets) == 0 {
 			continue
 		}
+		sites[be.Site] = true
 		set["proxy"] = true
 		set["proxy_"+be.Protocol] = true
 		if len(be.Sockets) > 1 {
 			set["proxy_balancer"] = true
 			set["lbmethod_byrequests"] = true // the default lbmethod
 			set["slotmem_shm"] = true         // balancers keep their state in it
+		}
+		if be.Protocol == "http" {
+			set["headers"] = true // RequestHeader: X-Forwarded-Proto and the prefix
+		}
+		if len(be.Aliases) > 0 || be.Docroot() {
+			set["alias"] = true
+			set["mime"] = true // Content-Type of the files Apache serves
+			set["authz_core"] = true
+		}
+		if be.Docroot() {
+			set["dir"] = true // DirectoryIndex, FallbackResource
+		}
+	}
+	for _, s := range cfg.Sites {
+		if s.Render == "include" || !sites[s.Name] && len(s.Listen) == 0 && s.TLS == nil {
+			continue
+		}
+		if s.TLS != nil {
+			set["ssl"] = true
+		}
+		if s.RedirectHTTP && len(s.Listen) > 0 {
+			set["rewrite"] = true
 		}
 	}
 	out := make([]string, 0, len(set))

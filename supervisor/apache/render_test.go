@@ -96,6 +96,8 @@ func TestRenderOrderAndParams(t *testing.T) {
 	for _, m := range regexp.MustCompile(`(?m)^ProxyPass "([^"]+)"`).FindAllStringSubmatch(out, -1) {
 		mounts = append(mounts, m[1])
 	}
+	// The PHP backends are served from disk now: their mounts appear only
+	// as exclusions ("!"), so "/" does not proxy them.
 	want := []string{"/chat/", "/pool/", "/u/v2/", "/php/", "/shop", "/u/", "/"}
 	if strings.Join(mounts, " ") != strings.Join(want, " ") {
 		t.Errorf("ProxyPass order = %v, want %v", mounts, want)
@@ -103,20 +105,30 @@ func TestRenderOrderAndParams(t *testing.T) {
 	for _, frag := range []string{
 		// retry=0 by default; timeout rounded up to whole seconds.
 		`ProxyPass "/" "unix:/run/sockvisor/app.sock|http://app.sockvisor.invalid/" retry=0 timeout=60`,
-		`"unix:/run/sockvisor/chat.sock|http://chat.sockvisor.invalid/" retry=0 timeout=2 upgrade=websocket`,
+		// Gunicorn keeps the mount in the path and reads it from SCRIPT_NAME.
+		`"unix:/run/sockvisor/chat.sock|http://chat.sockvisor.invalid/chat/" retry=0 timeout=2 upgrade=websocket`,
+		`RequestHeader set SCRIPT_NAME "/chat"`,
+		`RequestHeader set X-Forwarded-Prefix "/chat"`,
+		`RequestHeader set X-Forwarded-Proto "expr=%{REQUEST_SCHEME}"`,
 		"ProxyPreserveHost Off",
 		// balancer members: no trailing slash, one host each.
 		`BalancerMember "unix:/run/sockvisor/shop-2.sock|http://2.shop.sockvisor.invalid" max=20 acquire=250 retry=5 timeout=60 upgrade=websocket`,
-		`ProxyPass "/shop" "balancer://shop.sockvisor.invalid"`,
-		// fcgi: the document root between host and path.
-		`ProxyPass "/php/" "unix:/run/sockvisor/php.sock|fcgi://php.sockvisor.invalid/var/www/html/"`,
-		`ProxyPass "/pool/" "balancer://php_pool.sockvisor.invalid/srv/pool/"`,
+		`ProxyPass "/shop" "balancer://shop.sockvisor.invalid/shop"`,
+		// fcgi with a document root: Apache serves the tree, PHP-FPM runs
+		// the .php files that exist.
+		`Alias "/php" "/var/www/html"`,
+		`SetHandler "proxy:unix:/run/sockvisor/php.sock|fcgi://php.sockvisor.invalid"`,
+		`SetHandler "proxy:balancer://php_pool.sockvisor.invalid"`,
+		`<FilesMatch "\.php$">`,
 		`ProxyPass "/u/" "unix:/run/sockvisor/legacy.sock|uwsgi://legacy.sockvisor.invalid/"`,
-		`# Backend "worker" (testdata/all-schemes.hcl:66) has no mount`,
+		`# Backend "worker" has no mount`,
 	} {
 		if !strings.Contains(out, frag) {
 			t.Errorf("render lacks %s", frag)
 		}
+	}
+	if !strings.Contains(out, `ProxyPass "/php/" "!"`) {
+		t.Error("PHP mount not excluded from shorter ProxyPass mounts")
 	}
 	if strings.Contains(out, "ProxyPassReverse \"/php/\"") {
 		t.Error("ProxyPassReverse rendered for fcgi")
@@ -125,7 +137,7 @@ func TestRenderOrderAndParams(t *testing.T) {
 
 func TestRequiredModules(t *testing.T) {
 	got := strings.Join(RequiredModules(loadConfig(t, "testdata/all-schemes.hcl")), " ")
-	want := "lbmethod_byrequests proxy proxy_balancer proxy_fcgi proxy_http proxy_uwsgi slotmem_shm"
+	want := "alias authz_core dir headers lbmethod_byrequests mime proxy proxy_balancer proxy_fcgi proxy_http proxy_uwsgi slotmem_shm"
 	if got != want {
 		t.Errorf("RequiredModules = %q, want %q", got, want)
 	}
