@@ -60,7 +60,7 @@ func TestUvicornWebSocket(t *testing.T) {
 	}
 	ws.close()
 
-	s.restartUnderLoad("h2asgi", fmt.Sprintf("http://127.0.0.1:%d/asgi/info", s.Port()))
+	s.restartUnderLoad("h2asgi", fmt.Sprintf("http://127.0.0.1:%d/asgi/info", s.Port()), 200*time.Millisecond)
 	// A WebSocket opened after the restarts still echoes.
 	ws = dialWebSocket(t, s.Port(), "/asgi/echo")
 	ws.send(t, "after")
@@ -177,5 +177,5 @@ func TestPuma(t *testing.T) {
 	if !strings.Contains(s.log.String(), "Activated unix://") {
 		t.Errorf("Puma did not adopt the inherited socket:\n%s", s.log.String())
 	}
-	s.restartUnderLoad("h2puma", u)
+	s.restartUnderLoad("h2puma", u, 200*time.Millisecond)
 }

@@ -59,7 +59,7 @@ backend "h2django" {
 		wantType(t, c, base+m[1], "text/css")
 	}
 	wantType(t, c, base+"/static/admin/img/icon-yes.svg", "image/svg+xml")
-	wantType(t, c, base+"/static/admin/js/core.js", "text/javascript")
+	wantType(t, c, base+"/static/admin/js/core.js", "javascript")
 
 	token := regexp.MustCompile(`name="csrfmiddlewaretoken" value="([^"]+)"`).FindStringSubmatch(r.body)
 	if token == nil {
@@ -78,7 +78,7 @@ backend "h2django" {
 		t.Errorf("login POST without a CSRF token: %d; want 403", r.status)
 	}
 
-	s.restartUnderLoad("h2django", base+"/admin/login/")
+	s.restartUnderLoad("h2django", base+"/admin/login/", 200*time.Millisecond)
 }
 
 // copyTree copies the regular files below src to dst.

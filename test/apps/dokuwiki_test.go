@@ -54,7 +54,15 @@ $conf['savedir'] = '%s';
 	base := fmt.Sprintf("http://127.0.0.1:%d/dokuwiki", s.Port())
 	r := get(t, c, base+"/")
 	if r.status == 302 || r.status == 301 {
-		r = get(t, c, r.header.Get("Location"))
+		loc, err := url.Parse(r.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, err := loc.Parse(r.header.Get("Location"))
+		if err != nil {
+			t.Fatalf("redirect to %q: %v", r.header.Get("Location"), err)
+		}
+		r = get(t, c, next.String())
 	}
 	want(t, r, 200, "sockvisor wiki")
 	imgs := regexp.MustCompile(`src="(/dokuwiki/[^"?]+\.(?:png|gif|svg))"`).FindAllStringSubmatch(r.body, -1)
@@ -97,7 +105,7 @@ $conf['savedir'] = '%s';
 		t.Errorf("the edit is not in the data copy: %v", err)
 	}
 
-	s.restartUnderLoad("h2dw", base+"/doku.php?id=start")
+	s.restartUnderLoad("h2dw", base+"/doku.php?id=start", 200*time.Millisecond)
 }
 
 // hidden returns the value of the form input name in r.

@@ -88,12 +88,12 @@ backend "h2wp" {
 	r = get(t, c, base+"/")
 	want(t, r, 200, "sockvisor blog")
 	assets := regexp.MustCompile(`(?:href|src)=['"](`+regexp.QuoteMeta(base)+`/[^'"?#]+\.(?:css|js|png|svg))`).FindAllStringSubmatch(r.body, -1)
-	types := map[string]string{".css": "text/css", ".js": "application/javascript", ".png": "image/png", ".svg": "image/svg+xml"}
+	types := map[string]string{".css": "text/css", ".js": "javascript", ".png": "image/png", ".svg": "image/svg+xml"}
 	for _, m := range assets {
 		wantType(t, c, m[1], types[filepath.Ext(m[1])])
 	}
 	wantType(t, c, base+"/wp-includes/css/dashicons.min.css", "text/css")
-	wantType(t, c, base+"/wp-includes/js/jquery/jquery.min.js", "application/javascript")
+	wantType(t, c, base+"/wp-includes/js/jquery/jquery.min.js", "javascript")
 	wantType(t, c, base+"/wp-admin/images/wordpress-logo.svg", "image/svg+xml")
 	wantType(t, c, base+"/wp-content/themes/twentytwentythree/screenshot.png", "image/png")
 	wantType(t, c, base+"/wp-content/themes/twentytwentythree/style.css", "text/css")
@@ -118,7 +118,9 @@ backend "h2wp" {
 	}
 	want(t, get(t, c, base+"/wp-admin/"), 200, "Dashboard")
 
-	s.restartUnderLoad("h2wp", base+"/")
+	// The front page takes PHP about 100 ms on a busy machine: restarts a
+	// second apart let each one meet requests in flight.
+	s.restartUnderLoad("h2wp", base+"/", time.Second)
 }
 
 // mariaDB is a private mariadbd on a Unix socket in a temp dir, without
