@@ -499,6 +499,7 @@ func proxySettings(be *config.Backend) []string {
 		out = append(out, "ProxyPreserveHost Off")
 	}
 	out = append(out, prefixHeaders(be)...)
+	out = append(out, keepaliveSettings(be)...)
 	return out
 }
 
@@ -650,6 +651,9 @@ func RequiredModules(cfg *config.Config) []string {
 		}
 		if be.Protocol == "http" {
 			set["headers"] = true // RequestHeader: X-Forwarded-Proto and the prefix
+		}
+		if len(keepaliveSettings(be)) > 0 {
+			set["env"] = true // SetEnv proxy-nokeepalive
 		}
 		if len(be.Aliases) > 0 || be.Docroot() {
 			set["alias"] = true
