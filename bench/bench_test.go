@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // TestQuickRun runs the whole benchmark in quick mode, end to end, against
@@ -16,20 +18,8 @@ func TestQuickRun(t *testing.T) {
 	if testing.Short() {
 		t.Skipf("%s: takes about a minute and a half", t.Name())
 	}
-	// Skip where the tools are missing, except in CI (CI set), where
-	// `make test` runs as root after installing them.
-	skip := t.Skipf
-	if os.Getenv("CI") != "" {
-		skip = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		skip("%s: needs root", t.Name())
-	}
-	for _, need := range []string{"/usr/sbin/apache2", "/usr/bin/gunicorn", "/usr/bin/uwsgi", "/usr/sbin/php-fpm8.2", "/usr/bin/wrk", "/usr/bin/gnuplot", "/usr/bin/setpriv"} {
-		if _, err := os.Stat(need); err != nil {
-			skip("%s: needs %s (./scripts/install-deps.sh)", t.Name(), need)
-		}
-	}
+	testutil.NeedRoot(t)
+	testutil.NeedBinary(t, "/usr/sbin/apache2", "/usr/bin/gunicorn", "/usr/bin/uwsgi", "/usr/sbin/php-fpm8.2", "/usr/bin/wrk", "/usr/bin/gnuplot", "/usr/bin/setpriv")
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

@@ -9,7 +9,9 @@
 //  3. sockvisor itself with 10, 100 and 500 backends: time to READY=1,
 //     resident memory, idle CPU;
 //  4. sweeping 10,000 stale sockets;
-//  5. crash-to-serving time after kill -9 of a backend.
+//  5. crash-to-serving time after kill -9 of a backend;
+//  6. failed requests across kill -9 of sockvisor itself and a restart,
+//     without systemd, against a plain stop and start.
 //
 // Run it as root with `make bench` (full run, a few minutes) or
 // `go run ./bench -quick` (small counts, about a minute, for CI). Traffic
@@ -207,6 +209,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		{"sockvisor at scale", b.scale},
 		{"stale sweep", b.sweep},
 		{"crash to serving", b.crash},
+		{"kill -9 of sockvisor itself, no systemd", b.sockvisorCrash},
 	}
 	for i, s := range steps {
 		if o.parts != "" && !slices.Contains(strings.Split(o.parts, ","), strconv.Itoa(i+1)) {

@@ -22,6 +22,7 @@ type results struct {
 	Scale       []scaleRow
 	Sweep       sweepRow
 	Crash       []crashRow
+	SvCrash     []svCrashRow
 	Elapsed     time.Duration
 	loadEnd     string
 	markdown    string
@@ -239,6 +240,13 @@ func (r *results) render(o options) string {
 	for _, c := range r.Crash {
 		fmt.Fprintf(&sb, "| %s | %s | %s |\n", c.Name, ms(c.Apache), ms(c.Direct))
 	}
+	fmt.Fprintf(&sb, "\n## 6. kill -9 of sockvisor itself, without systemd\n\n"+
+		"A sockvisor of its own runs one Gunicorn (%d sync workers) with no systemd, so no fd store; %d keep-alive\n"+
+		"clients load it through Apache. %d times, sockvisor goes away and a new `sockvisor run` starts 1 s later;\n"+
+		"each time the load waits for the new backend, then %s + 1 s. A plain stop stops the backends and the\n"+
+		"socket with them; after kill -9 the orphaned backends keep serving, and the new sockvisor takes the\n"+
+		"socket back from them (pidfd_getfd), starts a fresh Gunicorn and stops the old one gracefully.\n\n", p.workers, p.loadConns, p.kills, p.gap)
+	sb.WriteString(r.svCrashTable())
 	fmt.Fprintf(&sb, "\n## Reproduce\n\n```sh\nsudo make bench            # this file, restart-storm.svg, bench/out/*.csv\nsudo go run ./bench -quick # about a minute, small counts\n```\n")
 	return sb.String()
 }
@@ -303,4 +311,14 @@ set multiplot layout 2,1
 		return err
 	}
 	return nil
+}
+
+// svCrashTable is part 6 as Markdown.
+func (r *results) svCrashTable() string {
+	var sb strings.Builder
+	sb.WriteString("| sockvisor goes away by | failed / requests | failures |\n|---|---:|---|\n")
+	for _, c := range r.SvCrash {
+		fmt.Fprintf(&sb, "| %s (×%d) | **%d** / %d | %s |\n", c.Name, c.Events, c.Failed, c.OK+c.Failed, c.Reasons)
+	}
+	return sb.String()
 }

@@ -92,8 +92,10 @@ func (b *bench) setup(ctx context.Context) error {
 ProxyPass %q "unix:%s|http://self.invalid/"
 ProxyPass %q "unix:%s|uwsgi://selfu.invalid/"
 ProxyPass %q "http://127.0.0.1:%d/"
+ProxyPass %q "unix:%s|http://svcrash.invalid/"
 `, filepath.Join(e.work, svConf),
-		pathSelf, b.selfSock("gunicorn"), pathSelfU, b.selfSock("uwsgi"), pathTCP, b.tcpPort)
+		pathSelf, b.selfSock("gunicorn"), pathSelfU, b.selfSock("uwsgi"), pathTCP, b.tcpPort,
+		pathSVCrash, e.svCrashSock())
 	b.progress("starting a private Apache")
 	if err := e.startApache(site); err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -29,12 +28,7 @@ import (
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s: %s is not installed (scripts/install-deps.sh installs it)", t.Name(), tool)
-			}
-			t.Skipf("%s: needs %s (make deps)", t.Name(), tool)
-		}
+		testutil.NeedBinary(t, tool)
 	}
 }
 

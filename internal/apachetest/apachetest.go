@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // Binary is Debian's Apache server binary.
@@ -91,15 +93,12 @@ func ExtraPorts(n int) Option { return func(o *LaunchOptions) { o.ExtraPorts = n
 // Start writes a config that Includes site (may be empty) and starts Apache in
 // the foreground as a child of the test. Apache runs its workers as
 // www-data, like Debian's own, so socket permissions are tested for real.
-// It skips the test without apache2 or root and stops Apache in t.Cleanup.
+// Without apache2 or root it skips the test (fails it in CI); it stops
+// Apache in t.Cleanup.
 func Start(t testing.TB, site string, opts ...Option) *Instance {
 	t.Helper()
-	if !Available() {
-		t.Skipf("%s: needs apache2 (apt-get install apache2)", t.Name())
-	}
-	if os.Geteuid() != 0 {
-		t.Skipf("%s: needs root", t.Name())
-	}
+	testutil.NeedBinary(t, Binary)
+	testutil.NeedRoot(t)
 	o := LaunchOptions{Site: site}
 	for _, opt := range opts {
 		opt(&o)

@@ -1,4 +1,5 @@
-// Package procfs reads the few /proc/PID/stat fields sockvisor needs.
+// Package procfs reads the few /proc/PID/stat fields sockvisor needs, and
+// finds which processes hold a socket or pipe (/proc/PID/fd, fds.go).
 // Invariant: it only reads; a missing or malformed entry is an error, never
 // a zero value passed off as a process.
 package procfs

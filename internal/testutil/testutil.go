@@ -9,9 +9,13 @@ package testutil
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,22 +42,30 @@ func ShortDir(t testing.TB) string {
 	return dir
 }
 
-// NeedRoot skips the test unless it runs as root; in CI (CI set), which
-// runs the tests as root, not being root fails the test instead.
-func NeedRoot(t testing.TB) {
+// Unavailable reports that something the test needs is missing: locally
+// it skips with that sentence; in CI (CI set), where `make test` runs as
+// root after installing every dependency, it fails instead, so a missing
+// package or privilege can never turn into a silently skipped test.
+func Unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
+	msg := t.Name() + ": " + fmt.Sprintf(format, args...)
 	if os.Getenv("CI") != "" {
-		t.Fatalf("%s: needs root, and CI runs the tests as root", t.Name())
+		t.Fatalf("%s (CI installs every dependency with scripts/install-deps.sh and runs as root)", msg)
 	}
-	t.Skipf("%s: needs root", t.Name())
+	t.Skip(msg)
 }
 
-// NeedBinary skips the test unless every name is installed: a bare name
-// must be a command in PATH, a name with a slash a file that exists (a
-// binary, or a plugin it loads).
+// NeedRoot skips the test unless it runs as root; in CI it fails.
+func NeedRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Unavailable(t, "needs root")
+	}
+}
+
+// NeedBinary skips the test unless every name is installed (in CI it
+// fails): a bare name must be a command in PATH, a name with a slash a
+// file that exists (a binary, or a plugin it loads).
 func NeedBinary(t testing.TB, names ...string) {
 	t.Helper()
 	for _, name := range names {
@@ -64,9 +76,46 @@ func NeedBinary(t testing.TB, names ...string) {
 			_, err = exec.LookPath(name)
 		}
 		if err != nil {
-			t.Skipf("%s: needs %s", t.Name(), name)
+			Unavailable(t, "needs %s (scripts/install-deps.sh installs it)", name)
 		}
 	}
+}
+
+// PHPFPM returns the installed PHP-FPM binary and its version ("8.2" on
+// Debian 12, "8.4" on Debian 13), so tests never pin a release. Without
+// one it skips the test (fails it in CI).
+func PHPFPM(t testing.TB) (bin, version string) {
+	t.Helper()
+	if bin, version = FindPHPFPM(); bin == "" {
+		Unavailable(t, "needs PHP-FPM (apt-get install php-fpm)")
+	}
+	return bin, version
+}
+
+// FindPHPFPM returns the newest /usr/sbin/php-fpmX.Y and its version, or
+// "" when none is installed.
+func FindPHPFPM() (bin, version string) {
+	bins, _ := filepath.Glob("/usr/sbin/php-fpm[0-9]*")
+	if len(bins) == 0 {
+		return "", ""
+	}
+	ver := func(b string) string { return strings.TrimPrefix(filepath.Base(b), "php-fpm") }
+	sort.Slice(bins, func(i, j int) bool { return versionLess(ver(bins[i]), ver(bins[j])) })
+	bin = bins[len(bins)-1]
+	return bin, ver(bin)
+}
+
+// versionLess compares dotted numeric versions: 8.9 < 8.10.
+func versionLess(a, b string) bool {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		x, _ := strconv.Atoi(as[i])
+		y, _ := strconv.Atoi(bs[i])
+		if x != y {
+			return x < y
+		}
+	}
+	return len(as) < len(bs)
 }
 
 // CopySelf copies the running test binary to path, mode 0755, and returns

@@ -51,7 +51,7 @@ reload_apache() {
 
 say "Apache"
 changed=0
-for m in proxy proxy_http; do
+for m in proxy proxy_http headers; do
 	if ! a2query -q -m "$m"; then a2enmod -q "$m"; changed=1; fi
 done
 if have_systemd; then

@@ -108,8 +108,12 @@ func (r *DBusReloader) Start(ctx context.Context) error {
 	if err := r.jobLocked(ctx, conn, "start", conn.StartUnitContext); err != nil {
 		return err
 	}
-	if state, _, err := r.stateLocked(ctx, conn); err != nil || state != "active" {
-		return fmt.Errorf("%s is %q after its start job: %v", r.Unit, state, err)
+	state, _, err := r.stateLocked(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("after its start job: %w", err)
+	}
+	if state != "active" {
+		return fmt.Errorf("%s is %q after its start job; see journalctl -u %s", r.Unit, state, r.Unit)
 	}
 	return nil
 }

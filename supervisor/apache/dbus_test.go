@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,8 @@ import (
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // fakeSystemd stands in for systemd's D-Bus API to drive job results,
@@ -186,15 +189,32 @@ func TestDBusStart(t *testing.T) {
 	if err := r2.Start(context.Background()); err == nil {
 		t.Fatal("Start succeeded on a failed job")
 	}
+	// The job succeeds but the unit is not active: the error says so,
+	// without a trailing ": <nil>".
+	f3 := &fakeSystemd{t: t, states: []string{"failed"}, pids: []uint32{0}, result: "done"}
+	r3, _ := fakeReloader(f3)
+	err := r3.Start(context.Background())
+	if err == nil || strings.Contains(err.Error(), "<nil>") || !strings.Contains(err.Error(), `is "failed" after its start job`) {
+		t.Fatalf("Start of a unit that stays failed = %v", err)
+	}
 }
 
 // TestDBusNoSystemd: without a bus (this host has no systemd) the error
 // says what to do instead of hanging.
 func TestDBusNoSystemd(t *testing.T) {
-	if _, err := os.Stat("/run/systemd/system"); err == nil {
-		t.Skipf("%s: systemd is running here", t.Name())
-	}
 	r := NewDBusReloader("apache2.service")
+	if _, err := os.Stat("/run/systemd/system"); err == nil {
+		// This host runs systemd: dial a bus socket that does not exist
+		// instead, which is what a machine without systemd offers.
+		missing := filepath.Join(testutil.ShortDir(t), "no-bus")
+		r.dial = func(context.Context) (systemdConn, error) {
+			c, err := sdbus.NewConnection(func() (*godbus.Conn, error) { return godbus.Dial("unix:path=" + missing) })
+			if err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+	}
 	defer r.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -51,7 +51,7 @@ func startProc(t *testing.T, logPath string, env []string, argv ...string) *proc
 const wsgiApp = `import os
 NAME = os.environ.get("APP_NAME", "?")
 def application(env, start):
-    body = "name=%s path=%s host=%s\n" % (NAME, env.get("PATH_INFO"), env.get("HTTP_HOST"))
+    body = "name=%s path=%s host=%s script=%s scheme=%s\n" % (NAME, env.get("PATH_INFO"), env.get("HTTP_HOST"), env.get("SCRIPT_NAME"), env.get("wsgi.url_scheme"))
     start("200 OK", [("Content-Type", "text/plain")])
     return [body.encode()]
 `
@@ -87,7 +87,7 @@ func startUWSGI(t *testing.T, dir, sock, name string) {
 // holding index.php, which echoes what PHP resolved. It returns the root.
 func startFPM(t *testing.T, dir string, socks ...string) string {
 	t.Helper()
-	testutil.NeedBinary(t, "php-fpm8.2")
+	fpm, _ := testutil.PHPFPM(t)
 	root := filepath.Join(dir, "www")
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
@@ -104,7 +104,7 @@ func startFPM(t *testing.T, dir string, socks ...string) string {
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startProc(t, filepath.Join(dir, "fpm.out"), nil, "php-fpm8.2", "-F", "-y", cf)
+	p := startProc(t, filepath.Join(dir, "fpm.out"), nil, fpm, "-F", "-y", cf)
 	for _, sock := range socks {
 		testutil.WaitSocket(t, sock, 20*time.Second, p.Log)
 	}

@@ -45,6 +45,12 @@ func TestThreeBackends(t *testing.T) {
 	startGunicorn(t, dir, dir+"/app.sock", "app")
 	root := startFPM(t, dir, dir+"/php.sock", dir+"/pool.sock", dir+"/pool-1.sock")
 	startUWSGI(t, dir, dir+"/u.sock", "u")
+	// One document root per backend: Apache's <Directory> hands a tree's
+	// .php files to one PHP-FPM only.
+	poolRoot := filepath.Join(dir, "pool-www")
+	if err := os.CopyFS(poolRoot, os.DirFS(root)); err != nil {
+		t.Fatal(err)
+	}
 	cfg := loadHCL(t, dir, fmt.Sprintf(`
 backend "app" {
   preset  = "gunicorn"
@@ -68,7 +74,7 @@ backend "pool" {
   instances     = 2
   document_root = %q
 }
-`, root, root))
+`, root, poolRoot))
 	m, _ := newTestManager(t, l)
 	mustApply(t, m, cfg)
 
@@ -77,11 +83,11 @@ backend "pool" {
 	wantGet(t, in, "/some/where", "name=app path=/some/where ")
 	wantGet(t, in, "/php/index.php", "SCRIPT_FILENAME="+root+"/index.php ", "PATH_INFO= ", "SCRIPT_NAME=/php/index.php")
 	wantGet(t, in, "/php/index.php/extra/bit?q=1", "SCRIPT_FILENAME="+root+"/index.php ", "PATH_INFO=/extra/bit ")
-	wantGet(t, in, "/u/x/y", "name=u path=/x/y ")
+	wantGet(t, in, "/u/x/y", "name=u path=/x/y ", "script=/u ")
 	// PHP-FPM behind a balancer: SCRIPT_FILENAME must not carry the
 	// balancer's name.
 	for i := 0; i < 4; i++ {
-		wantGet(t, in, "/pool/index.php/p", "SCRIPT_FILENAME="+root+"/index.php ", "PATH_INFO=/p ", "SCRIPT_NAME=/pool/index.php")
+		wantGet(t, in, "/pool/index.php/p", "SCRIPT_FILENAME="+poolRoot+"/index.php ", "PATH_INFO=/p ", "SCRIPT_NAME=/pool/index.php")
 	}
 	// The PHP source never leaks, whatever the path.
 	if _, body, _ := in.Get("/php/index.php"); strings.Contains(body, "<?php") {
@@ -126,7 +132,7 @@ backend "c" {
 	mustApply(t, m, cfg)
 	host := fmt.Sprintf("host=127.0.0.1:%d", in.Port)
 	wantGet(t, in, "/x", "name=a path=/x ", host)
-	wantGet(t, in, "/b/x", "name=b path=/x ", "host=b.sockvisor.invalid")
+	wantGet(t, in, "/b/x", "name=b path=/x ", "host=b.sockvisor.invalid", "script=/b ")
 	wantGet(t, in, "/b/c/x", "name=c path=/x ", host)
 	// Gunicorn gets the mount as SCRIPT_NAME; the mount itself is the
 	// app's root, an empty PATH_INFO (PEP 3333).
@@ -221,13 +227,19 @@ func echoUpgrade(w http.ResponseWriter, r *http.Request) {
 // and, after a 101, the echo of "hello".
 func upgrade(t *testing.T, port int, path string) string {
 	t.Helper()
+	return upgradeHost(t, port, "localhost", path)
+}
+
+// upgradeHost is upgrade with a Host header of its own.
+func upgradeHost(t *testing.T, port int, host, path string) string {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path)
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", path, host)
 	br := bufio.NewReader(c)
 	status, err := br.ReadString('\n')
 	if err != nil {
@@ -293,9 +305,7 @@ backend "app" {
 // names the a2enmod command and writes nothing.
 func TestMissingModule(t *testing.T) {
 	testutil.NeedRoot(t)
-	if !apachetest.Available() {
-		t.Skipf("%s: needs apache2", t.Name())
-	}
+	testutil.NeedBinary(t, apachetest.Binary)
 	dir := testutil.ShortDir(t)
 	// An Apache config that is never started: only -M runs against it.
 	var conf strings.Builder

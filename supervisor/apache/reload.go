@@ -44,8 +44,9 @@ func NewReloader(mode string, l Layout) (Reloader, error) {
 	return nil, fmt.Errorf("apache.reload %q is unknown; use dbus, apachectl or none", mode)
 }
 
-// NoReload is apache.reload = "none": the file is written and tested, and
-// reloading is left to the administrator.
+// NoReload writes and tests the files but reloads nothing: a Manager's
+// default Reloader, for tests. apache.reload = "none" does not use it: New
+// gives a Manager with Options.Off, which writes and runs nothing at all.
 type NoReload struct{}
 
 // Reload does nothing.

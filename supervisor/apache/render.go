@@ -286,7 +286,13 @@ func renderContext(p func(string, ...any), bes []*config.Backend, inSite bool) {
 			if inSite && be.Mount == "/" {
 				docroot = be.DocumentRoot
 			} else {
-				aliases = append(aliases, alias{mountPath(be.Mount), be.DocumentRoot})
+				// Alias joins the rest of the URL to dir as written:
+				// "/" with "/srv/www" would map "/x" to "/srv/wwwx".
+				url, dir := mountPath(be.Mount), be.DocumentRoot
+				if strings.HasSuffix(url, "/") {
+					dir = strings.TrimSuffix(dir, "/") + "/"
+				}
+				aliases = append(aliases, alias{url, dir})
 			}
 		}
 	}

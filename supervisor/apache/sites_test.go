@@ -18,20 +18,6 @@ import (
 	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
-// need fails the test under CI (which installs everything) and skips it
-// elsewhere when a command is missing.
-func need(t *testing.T, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s: needs %s, and CI installs it (scripts/install-deps.sh)", t.Name(), n)
-			}
-			t.Skipf("%s: needs %s", t.Name(), n)
-		}
-	}
-}
-
 // startEcho serves, on a unix socket, a Go HTTP backend that names itself
 // and echoes the request line and the headers Apache adds.
 func startEcho(t *testing.T, sock, name string) {
@@ -152,7 +138,7 @@ backend "g" {
 	m, _ := newTestManager(t, l)
 	mustApply(t, m, cfg)
 
-	fetch(t, port, "GET", "a.example", "/x", "", nil).want(t, in, "site a", 200, "name=a path=/x host=a.example ", "X-Forwarded-Proto=http ", "X-Forwarded-Host=a.example ")
+	fetch(t, port, "GET", "a.example", "/x", "", nil).want(t, in, "site a", 200, "name=a path=/x host=a.example ", "X-Forwarded-Proto=http ", "X-Forwarded-Host=a.example ", "X-Forwarded-For=127.0.0.1 ")
 	fetch(t, port, "GET", "www.a.example", "/y", "", nil).want(t, in, "site a by alias", 200, "name=a path=/y ")
 	fetch(t, port, "GET", "b.example", "/app/z", "", nil).want(t, in, "site b", 200, "name=b path=/z ", "X-Forwarded-Prefix=/app ")
 	// b's mount is only b's: a has no /app/, and b has no "/".
@@ -193,7 +179,7 @@ backend "g" {
 // selfSigned writes a certificate for name and its key.
 func selfSigned(t *testing.T, dir, name string) (cert, key string) {
 	t.Helper()
-	need(t, "openssl")
+	testutil.NeedBinary(t, "openssl")
 	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
 		"-days", "2", "-subj", "/CN="+name, "-addext", "subjectAltName=DNS:"+name).CombinedOutput()
@@ -473,4 +459,95 @@ backend "p" {
 		t.Errorf("stub = %q, %v", stub, err)
 	}
 	fetch(t, port, "GET", "panel.example", "/app/x", "", nil).want(t, in, "after removal", 404)
+}
+
+// TestPrefixAndSchemeInSite: inside a TLS site, Gunicorn at a mount gets
+// SCRIPT_NAME and PATH_INFO right and wsgi.url_scheme https (it trusts
+// X-Forwarded-Proto from a unix socket peer), uWSGI gets SCRIPT_NAME from
+// mod_proxy_uwsgi, and a WebSocket upgrade passes a site's <Location>.
+func TestPrefixAndSchemeInSite(t *testing.T) {
+	testutil.NeedBinary(t, "gunicorn", "uwsgi")
+	dir := testutil.ShortDir(t)
+	port := apachetest.FreePort(t)
+	in, l := testApacheSite(t, dir, defaultVhost(t, dir, port), apachetest.ListenOn(port), apachetest.ExtraPorts(1))
+	tlsPort := in.Extra[0]
+	cert, key := selfSigned(t, dir, "py.example")
+	startGunicorn(t, dir, dir+"/g.sock", "g")
+	startUWSGI(t, dir, dir+"/u.sock", "u")
+	ln, err := net.Listen("unix", dir+"/ws.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir+"/ws.sock", 0o666)
+	srv := &http.Server{Handler: http.HandlerFunc(echoUpgrade)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	cfg := loadHCL(t, dir, fmt.Sprintf(`
+site "py.example" {
+  listen        = ["*:%d"]
+  redirect_http = false
+  tls {
+    certificate = %q
+    key         = %q
+    listen      = ["*:%d"]
+  }
+}
+backend "g" {
+  preset  = "gunicorn"
+  command = ["/bin/true"]
+  site    = "py.example"
+  mount   = "/g/"
+}
+backend "u" {
+  preset  = "uwsgi"
+  command = ["/bin/true"]
+  site    = "py.example"
+  mount   = "/u/"
+}
+backend "ws" {
+  command   = ["/bin/true"]
+  site      = "py.example"
+  mount     = "/ws/"
+  websocket = true
+}
+`, port, cert, key, tlsPort))
+	m, _ := newTestManager(t, l)
+	mustApply(t, m, cfg)
+
+	fetch(t, tlsPort, "GET", "py.example", "/g/a/b", "py.example", nil).want(t, in, "gunicorn https", 200, "name=g path=/a/b host=py.example script=/g scheme=https")
+	fetch(t, port, "GET", "py.example", "/g/a", "", nil).want(t, in, "gunicorn http", 200, "path=/a ", "script=/g scheme=http")
+	fetch(t, port, "GET", "py.example", "/g/", "", nil).want(t, in, "gunicorn root", 200, "path=/ ", "script=/g ")
+	fetch(t, tlsPort, "GET", "py.example", "/u/x", "py.example", nil).want(t, in, "uwsgi https", 200, "name=u path=/x ", "script=/u ", "scheme=https")
+	if got := upgradeHost(t, port, "py.example", "/ws/chat"); got != "101 echo:hello" {
+		t.Errorf("upgrade in a site: %q\n%s", got, in.Log())
+	}
+}
+
+// TestPHPGlobalRoot: a PHP backend mounted at "/" without a site is an
+// Alias "/" in the global config; the directory needs its trailing slash
+// there, or "/x" would map to "<root>x".
+func TestPHPGlobalRoot(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	in, l := testApache(t, dir)
+	root := startFPM(t, dir, dir+"/php.sock")
+	phpTree(t, root)
+	cfg := loadHCL(t, dir, fmt.Sprintf(`
+backend "php" {
+  preset        = "php-fpm"
+  command       = ["/bin/true"]
+  document_root = %q
+}
+`, root))
+	m, _ := newTestManager(t, l)
+	mustApply(t, m, cfg)
+	r := fetch(t, in.Port, "GET", "localhost", "/style.css", "", nil)
+	r.want(t, in, "static", 200, "color: red")
+	fetch(t, in.Port, "GET", "localhost", "/", "", nil).want(t, in, "index", 200, "SCRIPT_FILENAME="+root+"/index.php ")
+	fetch(t, in.Port, "GET", "localhost", "/index.php/a", "", nil).want(t, in, "PATH_INFO", 200, "PATH_INFO=/a ")
+	if r := fetch(t, in.Port, "GET", "localhost", "/denied/secret.php", "", nil); r.code != 403 {
+		t.Errorf("denied = %d %q", r.code, r.body)
+	}
+	if r := fetch(t, in.Port, "GET", "localhost", "/missing.php", "", nil); r.code != 404 || strings.Contains(r.body, "File not found.") {
+		t.Errorf("missing = %d %q, want Apache's 404", r.code, r.body)
+	}
 }

@@ -23,6 +23,10 @@ type target struct {
 	old    current
 	linked bool // link exists and points at path
 	mkdir  bool // create the directory first (IncludeDir)
+	// optional targets are dropped when the file there is not ours: the
+	// sites file when no site needs it, stubs for include files of sites
+	// that went.
+	optional bool
 }
 
 // targets maps the rendered files onto the layout and reads what is there.
@@ -49,7 +53,7 @@ func (m *Manager) targets(cfg *config.Config) ([]*target, error) {
 			out[0].data = append(append([]byte(nil), out[0].data...), sites...)
 		}
 	default:
-		out = append(out, &target{path: l.SitesFile, link: l.SitesLink, data: sites})
+		out = append(out, &target{path: l.SitesFile, link: l.SitesLink, data: sites, optional: sites == nil})
 	}
 	stale, err := staleIncludes(l.IncludeDir, wanted)
 	if err != nil {
@@ -60,8 +64,8 @@ func (m *Manager) targets(cfg *config.Config) ([]*target, error) {
 	kept := out[:0]
 	for _, t := range out {
 		old, err := readCurrent(t.path)
-		if t.data == nil && errors.Is(err, ErrNotOurs) {
-			continue // not ours, and nothing of ours is wanted there
+		if t.optional && errors.Is(err, ErrNotOurs) {
+			continue // not ours, and nothing of ours is needed there
 		}
 		if err != nil {
 			return nil, err
@@ -69,7 +73,7 @@ func (m *Manager) targets(cfg *config.Config) ([]*target, error) {
 		t.old = old
 		if t.link != "" {
 			t.linked, err = linkState(t.link, t.path)
-			if t.data == nil && errors.Is(err, ErrLinkConflict) {
+			if t.optional && errors.Is(err, ErrLinkConflict) {
 				t.link = "" // somebody else's link: leave it
 				err = nil
 			}
@@ -104,7 +108,7 @@ func staleIncludes(dir string, wanted map[string]bool) ([]*target, error) {
 		}
 		site := strings.TrimSuffix(e.Name(), ".conf")
 		stub := fmt.Sprintf("%s: site %q is no longer in sockvisor's config.\n# Remove the Include that names this file; sockvisor leaves it so that Apache still starts.\n", header, comment(site))
-		out = append(out, &target{path: p, data: []byte(stub)})
+		out = append(out, &target{path: p, data: []byte(stub), optional: true})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].path < out[j].path })
 	return out, nil

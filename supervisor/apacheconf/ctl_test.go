@@ -50,9 +50,7 @@ func TestLoadedModulesAndRunConfigOfPrivateApache(t *testing.T) {
 }
 
 func TestCommandErrorsCarryApacheMessage(t *testing.T) {
-	if !apachetest.Available() {
-		t.Skipf("%s: needs apache2", t.Name())
-	}
+	testutil.NeedBinary(t, apachetest.Binary)
 	dir := testutil.ShortDir(t)
 	conf := filepath.Join(dir, "bad.conf")
 	os.WriteFile(conf, []byte("LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\nNoSuchDirective on\n"), 0o644)
@@ -74,12 +72,10 @@ func TestCommandErrorsCarryApacheMessage(t *testing.T) {
 // TestParseMatchesApacheIncludes parses the system's Debian config and
 // checks the file list against Apache's own DUMP_INCLUDES.
 func TestParseMatchesApacheIncludes(t *testing.T) {
-	if _, err := exec.LookPath("apache2ctl"); err != nil || !fileExists("/etc/apache2/apache2.conf") {
-		t.Skipf("%s: needs Debian's apache2", t.Name())
-	}
+	testutil.NeedBinary(t, "apache2ctl", "/etc/apache2/apache2.conf")
 	out, err := exec.Command("apache2ctl", "-t", "-D", "DUMP_INCLUDES").Output()
 	if err != nil {
-		t.Skipf("%s: system Apache config does not load: %v", t.Name(), err)
+		t.Fatalf("Debian's own Apache config does not load (apache2ctl -t): %v", err)
 	}
 	var want []string
 	for _, l := range strings.Split(string(out), "\n") {

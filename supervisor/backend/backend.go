@@ -154,6 +154,7 @@ type Backend struct {
 	started atomic.Bool
 	helpers sync.WaitGroup // timers, probes, reapers, notify reader
 	output  sync.WaitGroup // output forwarders
+	strays  strayTracker   // open output pipes, to find escaped processes (strays.go)
 
 	mu      sync.Mutex // guards the fields below
 	status  Status
@@ -425,6 +426,7 @@ func (b *Backend) Run(ctx context.Context) error {
 		b.notify.Close()
 	}
 	b.helpers.Wait()
+	b.stopStrays() // setsid'd processes still holding the socket or pipes
 	b.waitOutput()
 	for _, r := range b.stopReplies {
 		b.answer(r, b.runErr)
@@ -444,7 +446,7 @@ func (b *Backend) waitOutput() {
 	select {
 	case <-done:
 	case <-time.After(outputWait):
-		b.log.Warn("a process outside the backend's group still holds its output pipe")
+		b.log.Warn("a process outside the backend's group still holds its output pipe", "pids", b.strayPIDs())
 	}
 }
 

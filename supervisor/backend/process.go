@@ -217,6 +217,7 @@ func (b *Backend) forward(p *proc, f *os.File, stream string) {
 	go func() {
 		defer b.output.Done()
 		defer f.Close()
+		defer b.strays.track(f)()
 		r := bufio.NewReaderSize(f, maxLine)
 		for {
 			line, err := r.ReadSlice('\n')

@@ -15,7 +15,8 @@ func init() {
 		summary: "validate the config and print the socket plan",
 		help: `Loads the config exactly as 'run' does, with no side effects, and prints one
 line per socket: path, length in bytes, owner, group, mode, SELinux label,
-handoff, protocol and Apache mount. Exit 0 when valid, 1 when invalid (each
+handoff, protocol and Apache mount; then one line per site (virtual host
+names, addresses, TLS, how it is rendered and its backends). Exit 0 when valid, 1 when invalid (each
 problem is printed as FILE:LINE:COL: message).`,
 		flags: func(fs *flag.FlagSet) { configFlag(fs) },
 		run:   runCheck,
@@ -48,11 +49,15 @@ func runCheck(e *env, fs *flag.FlagSet, args []string) (int, error) {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 				b.Name, s.Path, len(s.Path), cfg.SocketOwner, cfg.SocketGroup, b.SocketMode, label, b.Handoff, b.Protocol, mount)
 		}
+		if b.FCGIProxyAll {
+			notes = append(notes, fmt.Sprintf("warning: backend %q has fcgi_proxy_all = true: every request under %s goes to FastCGI, past Apache's <Directory> and .htaccess rules (a denied directory's .php files run); remove it so Apache serves document_root and runs only existing .php files", b.Name, b.Mount))
+		}
 		if b.Handoff == "self" {
 			notes = append(notes, fmt.Sprintf("note: backend %q binds its own socket (handoff = \"self\"): requests can fail while it restarts; use a handoff that inherits the socket to avoid that", b.Name))
 		}
 	}
 	tw.Flush()
+	notes = append(notes, printSites(e, cfg)...)
 	if label == "-" {
 		fmt.Fprintf(e.stdout, "\nSELinux is disabled here: no labels will be applied (selinux_type = %q where enabled).\n", cfg.SELinuxType)
 	}

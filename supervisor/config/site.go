@@ -340,10 +340,19 @@ func (v *validator) web(c *Config, b *Backend, fb *fileBackend) {
 	}
 }
 
-// checkWebConflicts finds aliases two backends of one context claim.
+// checkWebConflicts finds aliases and document roots two backends of one
+// context claim.
 func (v *validator) checkWebConflicts(c *Config) {
 	owner := map[string]string{}
+	roots := map[string]string{}
 	for _, b := range c.Backends {
+		if b.Docroot() {
+			k := b.Site + "\x00" + b.DocumentRoot
+			if prev, ok := roots[k]; ok {
+				v.at("backend."+b.Name+".document_root", "document_root %s is served by backends %q and %q in the same %s; Apache's <Directory> can hand its .php files to one PHP-FPM only, so use instances for more processes", b.DocumentRoot, prev, b.Name, siteWord(b.Site))
+			}
+			roots[k] = b.Name
+		}
 		for _, a := range b.Aliases {
 			k := b.Site + "\x00" + strings.TrimSuffix(a.URL, "/")
 			if prev, ok := owner[k]; ok && prev != b.Name {

@@ -159,6 +159,7 @@ func TestSiteProblems(t *testing.T) {
 		{"fpm reserved", "backend \"p\" {\n  preset = \"php-fpm\"\n  command = [\"/bin/true\"]\n  user = \"root\"\n  document_root = \"/var/www\"\n  fpm {\n    settings = { \"listen.owner\" = \"x\" }\n  }\n}", "7", []string{"sockvisor's to set"}},
 		{"fpm bad pm", "backend \"p\" {\n  preset = \"php-fpm\"\n  command = [\"/bin/true\"]\n  user = \"root\"\n  document_root = \"/var/www\"\n  fpm {\n    pm = \"lazy\"\n  }\n}", "7", []string{`pm "lazy" is not allowed`}},
 		{"proxy all off docroot", be + "  fcgi_proxy_all = true\n}", "5", []string{"fcgi_proxy_all applies only"}},
+		{"shared docroot", "backend \"p\" {\n  preset = \"php-fpm\"\n  command = [\"/bin/true\"]\n  user = \"root\"\n  document_root = \"/var/www\"\n}\nbackend \"q\" {\n  preset = \"php-fpm\"\n  command = [\"/bin/true\"]\n  user = \"root\"\n  mount = \"/q/\"\n  document_root = \"/var/www\"\n}", "12", []string{`served by backends "p" and "q"`, "use instances"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { wantProblem(t, tc.src, tc.line, tc.frags...) })
 	}

@@ -3,8 +3,10 @@
 // for the life of the process.
 //
 // Invariants: a socket's file and inode never disappear while its backend is
-// configured (sockets are adopted from systemd's fd store when present, and
-// closing never unlinks); config reloads are serialized and transactional:
+// configured (sockets are adopted from systemd's fd store when present, or
+// taken back from a crashed sockvisor's backends, and closing never
+// unlinks), unless a backend shut the socket down: then a new one replaces
+// it at the same path (repair.go); config reloads are serialized and transactional:
 // everything new is provisioned and ready before anything old is stopped, and
 // a failed reload leaves the previous generation serving untouched.
 package daemon
@@ -145,6 +147,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	defer d.housekeep(ctx)()
 	if cfg.MetricsListen != "" {
 		stop, err := d.serveMetrics(ctx, cfg.MetricsListen, metrics)
 		if err != nil {
@@ -197,6 +200,7 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 func (d *Daemon) start(ctx context.Context) error {
 	cfg := d.cfg
 	stored := storedSockets(d.log)
+	d.takeBackSockets(cfg, stored) // without systemd, after a crash
 	if err := d.provisionSockets(ctx, cfg, inherited(cfg), stored, true); err != nil {
 		return err
 	}
@@ -273,7 +277,9 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 	var created []*sockets.Listener
 	for _, s := range specs {
 		var l *sockets.Listener
+		var adopted *os.File
 		if f, ok := stored[s.Name]; ok {
+			adopted = f
 			delete(stored, s.Name)
 			l, err = sockets.Adopt(cfg, s, f, log)
 			if err != nil {
@@ -296,6 +302,7 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 				log.Warn("could not hand the socket to systemd's fd store", "socket", s.Name, "error", err)
 			}
 		}
+		d.keepStored(l, adopted)
 		created = append(created, l)
 	}
 	d.mu.Lock()
@@ -399,6 +406,7 @@ func (d *Daemon) shutdown() {
 	d.procs = map[string]*proc{}
 	d.mu.Unlock()
 	d.stopProcs(ps)
+	d.removeState()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// Closing keeps the files: Apache's connects queue until the next start

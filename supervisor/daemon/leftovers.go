@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,11 +20,12 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
-// A crashed sockvisor leaves its backends running when the unit has
-// KillMode=process: they keep serving on the sockets the fd store kept. The
-// next sockvisor finds them in its own service cgroup (nothing else ever is
-// in it), starts fresh backends, and only then stops the leftovers
-// gracefully, so their in-flight requests finish.
+// A crashed sockvisor leaves its backends running (under systemd because the
+// unit has KillMode=process; without systemd they are reparented to init):
+// they keep serving on its sockets, which systemd's fd store kept or which
+// takeBackSockets (statefile.go) copies back from them. The next sockvisor
+// finds them by the sockets they hold, starts fresh backends, and only then
+// stops the leftovers gracefully, so their in-flight requests finish.
 
 // leftover is a process a previous sockvisor started.
 type leftover struct {
@@ -75,42 +75,51 @@ func serviceCgroupProcs() string {
 	return ""
 }
 
-// findLeftovers lists the processes in our service cgroup, other than
-// ourselves, that hold one of our backend sockets; it runs before we start
-// any backend. Anything else in the cgroup is left alone.
+// findLeftovers lists the processes, other than ourselves, that hold one of
+// our backend sockets; it runs before we start any backend. Under systemd it
+// looks only in our service cgroup (nothing else ever is in it). Without
+// systemd it scans all of /proc: a process holding the very listening
+// socket we hold can only have got it from a previous sockvisor's backend
+// (takeBackSockets took it from one after a crash), and a socket we just
+// created is held by nobody else. Both need CAP_SYS_PTRACE to read the fds
+// of backends running as other users.
 func findLeftovers(cfg *config.Config, listeners map[string]*sockets.Listener) []leftover {
-	procs := serviceCgroupProcs()
-	if procs == "" {
-		return nil
-	}
-	pids, err := readPids(procs)
-	if err != nil {
-		return nil
-	}
 	byInode := map[uint64]*config.Backend{}
+	links := map[string]bool{}
 	for _, b := range cfg.Backends {
 		for _, s := range b.Sockets {
 			if l := listeners[s.Name]; l != nil {
-				var st unix.Stat_t
-				if unix.Fstat(int(l.File().Fd()), &st) == nil {
-					byInode[st.Ino] = b
-				}
+				// Inode, not File().Fd(): Fd would clear O_NONBLOCK on the
+				// description the backends share.
+				byInode[l.Inode()] = b
+				links[procfs.SocketLink(l.Inode())] = true
 			}
 		}
 	}
+	var holders []procfs.Holder
+	if procs := serviceCgroupProcs(); procs != "" {
+		pids, err := readPids(procs)
+		if err != nil {
+			return nil
+		}
+		holders = procfs.HoldersIn(pids, links)
+	} else {
+		holders = procfs.Holders(links)
+	}
 	self := os.Getpid()
 	var out []leftover
-	for _, pid := range pids {
-		if pid == self {
+	seen := map[int]bool{}
+	for _, h := range holders {
+		if h.PID == self || seen[h.PID] {
 			continue
 		}
-		st, err := procfs.ReadStat(pid)
-		if err != nil {
+		seen[h.PID] = true
+		st, err := procfs.ReadStat(h.PID)
+		if err != nil || st.Zombie() {
 			continue
 		}
-		if b := socketOwner(pid, byInode); b != nil {
-			out = append(out, leftover{pid: pid, start: st.StartTime, leader: st.PGID == pid, backend: b})
-		}
+		ino, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(h.Link, "socket:["), "]"), 10, 64)
+		out = append(out, leftover{pid: h.PID, start: st.StartTime, leader: st.PGID == h.PID, backend: byInode[ino]})
 	}
 	return out
 }
@@ -129,26 +138,6 @@ func readPids(path string) ([]int, error) {
 		}
 	}
 	return pids, sc.Err()
-}
-
-// socketOwner returns the backend whose listening socket pid holds.
-func socketOwner(pid int, byInode map[uint64]*config.Backend) *config.Backend {
-	dir := fmt.Sprintf("/proc/%d/fd", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil
-	}
-	for _, e := range ents {
-		link, err := os.Readlink(filepath.Join(dir, e.Name()))
-		if err != nil || !strings.HasPrefix(link, "socket:[") {
-			continue
-		}
-		ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
-		if err == nil && byInode[ino] != nil {
-			return byInode[ino]
-		}
-	}
-	return nil
 }
 
 // alive reports whether the leftover is still the same process.

@@ -47,12 +47,12 @@ func TestLeftoversMappedAndRetired(t *testing.T) {
 			t.Fatalf("ReadStat(%d) = %+v %v", c.Process.Pid, st, err)
 		}
 		start := st.StartTime
-		if got := socketOwner(c.Process.Pid, byInode); got != b {
-			t.Fatalf("socketOwner(%d) = %v, want backend app", c.Process.Pid, got)
+		if got := ownerOf(c.Process.Pid, byInode); got != b {
+			t.Fatalf("ownerOf(%d) = %v, want backend app", c.Process.Pid, got)
 		}
 		ls = append(ls, leftover{pid: c.Process.Pid, start: start, leader: true, backend: b})
 	}
-	if socketOwner(os.Getppid(), byInode) != nil {
+	if ownerOf(os.Getppid(), byInode) != nil {
 		t.Error("an unrelated process was mapped to a backend")
 	}
 
@@ -88,4 +88,20 @@ func TestNoLeftoversOutsideAService(t *testing.T) {
 	if p := serviceCgroupProcs(); p != "" {
 		t.Fatalf("serviceCgroupProcs as a non-main process = %q", p)
 	}
+}
+
+// ownerOf returns the backend whose socket pid holds, as findLeftovers sees it.
+func ownerOf(pid int, byInode map[uint64]*config.Backend) *config.Backend {
+	links := map[string]bool{}
+	for ino := range byInode {
+		links[procfs.SocketLink(ino)] = true
+	}
+	for _, h := range procfs.HoldersIn([]int{pid}, links) {
+		for ino, b := range byInode {
+			if h.Link == procfs.SocketLink(ino) {
+				return b
+			}
+		}
+	}
+	return nil
 }

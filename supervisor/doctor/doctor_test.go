@@ -19,7 +19,8 @@ import (
 )
 
 func TestHealthySetupIsHealthy(t *testing.T) {
-	testutil.NeedBinary(t, "/usr/bin/gunicorn", "/usr/sbin/php-fpm8.2", "/usr/bin/uwsgi")
+	testutil.NeedBinary(t, "/usr/bin/gunicorn", "/usr/bin/uwsgi")
+	testutil.PHPFPM(t)
 	dir := testutil.ShortDir(t)
 	g, b1, b2 := dir+"/g.sock", dir+"/b1.sock", dir+"/b2.sock"
 	php, u := dir+"/php.sock", dir+"/u.sock"
@@ -166,7 +167,7 @@ func setACL(t *testing.T, dir string, uid uint32) {
 		b = binary.LittleEndian.AppendUint32(b, e.id)
 	}
 	if err := unix.Setxattr(dir, "system.posix_acl_access", b, 0); err != nil {
-		t.Skipf("%s: file system without POSIX ACLs: %v", t.Name(), err)
+		testutil.Unavailable(t, "needs a file system with POSIX ACLs for %s: %v", dir, err)
 	}
 }
 
@@ -197,18 +198,15 @@ ProxyPass "/b/" "unix:%s|http://b.invalid/"
 	}
 }
 
-// TestMissingFPMSocketNamesPool uses Debian's own php8.2-fpm.conf: the
+// TestMissingFPMSocketNamesPool uses Debian's own phpX.Y-fpm.conf: the
 // doctor finds the SetHandler inside its <IfModule> sections and names the
 // PHP-FPM pool that should create the socket.
 func TestMissingFPMSocketNamesPool(t *testing.T) {
-	const conf, sock = "/etc/apache2/conf-available/php8.2-fpm.conf", "/run/php/php8.2-fpm.sock"
-	for _, f := range []string{conf, "/etc/php/8.2/fpm/pool.d/www.conf"} {
-		if _, err := os.Stat(f); err != nil {
-			t.Skipf("%s: needs %s", t.Name(), f)
-		}
-	}
+	_, v := testutil.PHPFPM(t)
+	conf, sock, pool := "/etc/apache2/conf-available/php"+v+"-fpm.conf", "/run/php/php"+v+"-fpm.sock", "/etc/php/"+v+"/fpm/pool.d/www.conf"
+	testutil.NeedBinary(t, conf, pool)
 	if _, err := os.Stat(sock); err == nil {
-		t.Skipf("%s: the system PHP-FPM is running", t.Name())
+		testutil.Unavailable(t, "needs the system PHP-FPM stopped (its socket %s exists)", sock)
 	}
 	in := apachetest.Start(t, "Include "+conf+"\n")
 	r := diagnose(t, in, Options{})
@@ -216,7 +214,7 @@ func TestMissingFPMSocketNamesPool(t *testing.T) {
 		t.Fatalf("targets %+v", r.Targets)
 	}
 	f := finding(t, r.Targets[0], IDSocketMissing)
-	mustContain(t, "fix", f.Fix, "PHP-FPM pool [www] in /etc/php/8.2/fpm/pool.d/www.conf", "systemctl start php8.2-fpm")
+	mustContain(t, "fix", f.Fix, "PHP-FPM pool [www] in "+pool, "systemctl start php"+v+"-fpm")
 }
 
 func TestStaleSocketAndNonSocket(t *testing.T) {
@@ -277,7 +275,7 @@ func TestFullBacklog(t *testing.T) {
 }
 
 func TestProtocolMismatch(t *testing.T) {
-	testutil.NeedBinary(t, "/usr/sbin/php-fpm8.2")
+	testutil.PHPFPM(t)
 	dir := testutil.ShortDir(t)
 	php, g := dir+"/php.sock", dir+"/g.sock"
 	phpFPM(t, dir, php)
@@ -330,7 +328,7 @@ ProxyPass "/b/" "unix:%s|http://localhost/"
 }
 
 func TestSetHandlerWithoutFcgiLeaksSource(t *testing.T) {
-	testutil.NeedBinary(t, "/usr/sbin/php-fpm8.2")
+	testutil.PHPFPM(t)
 	dir := testutil.ShortDir(t)
 	php := dir + "/php.sock"
 	phpFPM(t, dir, php)

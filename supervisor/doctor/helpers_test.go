@@ -81,7 +81,8 @@ pm.max_children = 2
 	if err := os.WriteFile(conf, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	startProc(t, dir, "/usr/sbin/php-fpm8.2", "-F", "-y", conf)
+	fpm, _ := testutil.PHPFPM(t)
+	startProc(t, dir, fpm, "-F", "-y", conf)
 	testutil.WaitSocket(t, sock, 15*time.Second)
 }
 

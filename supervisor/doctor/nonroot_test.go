@@ -111,9 +111,7 @@ func TestSystemApache(t *testing.T) {
 }
 
 func TestRunWithoutConfigIsExitTwo(t *testing.T) {
-	if !apachetest.Available() {
-		t.Skipf("%s: needs apache2", t.Name())
-	}
+	testutil.NeedBinary(t, apachetest.Binary)
 	dir := testutil.ShortDir(t)
 	_, err := Run(context.Background(), Options{Apachectl: []string{apachetest.Binary, "-d", dir, "-f", dir + "/none.conf"}})
 	if !errors.Is(err, ErrNoApache) || !errors.Is(err, apacheconf.ErrMainConfig) || !errors.Is(err, os.ErrNotExist) {

@@ -38,7 +38,9 @@ func (n *Notifier) Ready(status string) error {
 // Reloading reports a reload in progress. MONOTONIC_USEC goes in the same
 // datagram, as Type=notify-reload requires (systemd ≥ 253; older ones ignore it).
 func (n *Notifier) Reloading() error {
-	return n.Send(daemon.SdNotifyReloading, monotonicUsec())
+	// go-systemd ends the line with "\n" and gives "" when the clock fails;
+	// systemd then times the reload from the datagram's arrival.
+	return n.Send(daemon.SdNotifyReloading, strings.TrimSuffix(daemon.SdNotifyMonotonicUsec(), "\n"))
 }
 
 // Stopping reports shutdown.
@@ -93,10 +95,4 @@ func (n *Notifier) send(state string, fds []int) error {
 		return fmt.Errorf("sd_notify %q to %s: %w", strings.SplitN(state, "\n", 2)[0], n.socket, err)
 	}
 	return nil
-}
-
-func monotonicUsec() string {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return fmt.Sprintf("MONOTONIC_USEC=%d", ts.Nano()/1000)
 }

@@ -4,9 +4,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -21,6 +23,10 @@ func listen(t *testing.T) (*net.UnixConn, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	// A datagram that never comes fails the test instead of hanging it.
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	return c, path
 }
 
@@ -41,9 +47,14 @@ func TestMessagesAndFDStore(t *testing.T) {
 	if err := n.Reloading(); err != nil {
 		t.Fatal(err)
 	}
-	k, _, _, _, _ := c.ReadMsgUnix(buf, oob)
-	if got := string(buf[:k]); !strings.HasPrefix(got, "RELOADING=1\nMONOTONIC_USEC=") {
-		t.Errorf("reloading datagram = %q", got)
+	k, _, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(buf[:k])
+	usec, ok := strings.CutPrefix(got, "RELOADING=1\nMONOTONIC_USEC=")
+	if _, err := strconv.ParseUint(usec, 10, 64); !ok || err != nil {
+		t.Errorf("reloading datagram = %q; want RELOADING=1 and a MONOTONIC_USEC number in one datagram", got)
 	}
 
 	r, w, _ := os.Pipe()
@@ -52,18 +63,24 @@ func TestMessagesAndFDStore(t *testing.T) {
 	if err := n.Store("app.sock", w); err != nil {
 		t.Fatal(err)
 	}
-	k, ok, _, _, err := c.ReadMsgUnix(buf, oob)
+	k, noob, _, _, err := c.ReadMsgUnix(buf, oob)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := string(buf[:k]); got != "FDSTORE=1\nFDNAME=app.sock" {
+	if got = string(buf[:k]); got != "FDSTORE=1\nFDNAME=app.sock" {
 		t.Errorf("fdstore datagram = %q", got)
 	}
-	msgs, _ := unix.ParseSocketControlMessage(oob[:ok])
+	msgs, err := unix.ParseSocketControlMessage(oob[:noob])
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(msgs) != 1 {
 		t.Fatalf("control messages = %d", len(msgs))
 	}
-	fds, _ := unix.ParseUnixRights(&msgs[0])
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(fds) != 1 {
 		t.Fatalf("fds = %v", fds)
 	}

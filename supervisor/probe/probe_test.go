@@ -71,7 +71,7 @@ func startUWSGI(t *testing.T, dir, flag string) string {
 
 func startFPM(t *testing.T, dir string) string {
 	testutil.NeedRoot(t)
-	testutil.NeedBinary(t, "php-fpm8.2")
+	fpm, _ := testutil.PHPFPM(t)
 	path := filepath.Join(dir, "f.sock")
 	conf := filepath.Join(dir, "fpm.conf")
 	src := fmt.Sprintf(`[global]
@@ -87,7 +87,7 @@ pm.max_children = 1
 	if err := os.WriteFile(conf, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	startServer(t, path, "php-fpm8.2", "-F", "-R", "-n", "-y", conf)
+	startServer(t, path, fpm, "-F", "-R", "-n", "-y", conf)
 	return path
 }
 

@@ -16,6 +16,10 @@
 //   - Each socket has a hidden hard link ".<name>.keep" in socket_dir (same
 //     inode), so a path a backend deletes can be restored to the very same
 //     listening socket.
+//   - A listening socket a backend shut down (shutdown(2) cannot be undone)
+//     is replaced by a new one bound at ".<name>.new", made ready there and
+//     renamed over the path and the keep link (Repair), so the path never
+//     goes missing; the dead socket's file is the only one replaced.
 //
 // socket_dir safety rule (PrepareDir): every component of the path is looked
 // up without following symlinks, and a symlink anywhere is refused. Each

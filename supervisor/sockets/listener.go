@@ -39,8 +39,11 @@ type Listener struct {
 	dev, ino uint64
 	log      hclog.Logger
 
-	mu     sync.Mutex // serialises EnsurePath, Close and Remove
+	mu     sync.Mutex // serialises EnsurePath, Repair, Close and Remove
 	closed bool       // guarded by mu
+	// onReplace is told about the new socket when Repair replaces f (see
+	// replace.go); guarded by mu, as are f, sockIno, dev and ino.
+	onReplace func(*os.File)
 }
 
 // Create makes the listening socket spec with socket_owner, socket_group, the
@@ -223,8 +226,13 @@ func (l *Listener) identify() error {
 	return nil
 }
 
-// File returns the listening socket. It stays owned by the Listener.
-func (l *Listener) File() *os.File { return l.f }
+// File returns the listening socket. It stays owned by the Listener, and
+// changes when Repair replaces a dead socket.
+func (l *Listener) File() *os.File {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.f
+}
 
 // Path returns the socket's path.
 func (l *Listener) Path() string { return l.spec.Path }
@@ -233,7 +241,7 @@ func (l *Listener) Path() string { return l.spec.Path }
 func (l *Listener) Spec() config.Socket { return l.spec }
 
 // Diag returns the kernel's view of the socket: accept queue and backlog.
-func (l *Listener) Diag() (sockdiag.Stat, error) { return sockdiag.Lookup(l.sockIno) }
+func (l *Listener) Diag() (sockdiag.Stat, error) { return sockdiag.Lookup(l.Inode()) }
 
 // SetBlocking clears O_NONBLOCK on the socket's open file description, which
 // backends share and which Go and several servers set. Call it before every
@@ -261,12 +269,16 @@ func (l *Listener) SetBlocking() error {
 // EnsurePath restores the socket's path from its keep link if a backend
 // deleted it (restored is then true), and recreates the keep link if it is
 // missing. Both name the same inode, so clients reach the same listener. A
-// different file at either name is an error and left alone.
+// different file at either name is an error and left alone. First, a
+// listener a backend shut down is replaced by a new one (Repair).
 func (l *Listener) EnsurePath() (restored bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return false, ErrClosed
+	}
+	if _, err := l.repairLocked(); err != nil {
+		return false, err
 	}
 	pathOurs, err := l.ownsLocked(l.spec.Path)
 	if err != nil {

@@ -25,7 +25,9 @@ const (
 
 type probeResult struct {
 	state probeState
-	// pid is the process that called listen(2), from SO_PEERCRED (probeLive).
+	// pid is a process holding the listening socket (probeLive): its
+	// process group leader if one holds it, from /proc (holders.go); else
+	// whoever last called listen(2) (SO_PEERCRED), which may be long gone.
 	pid int
 	err error
 }
@@ -58,9 +60,11 @@ func probe(path string, timeout time.Duration) probeResult {
 	}
 	switch {
 	case err == nil:
-		r := probeResult{state: probeLive}
-		if cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
-			r.pid = int(cred.Pid)
+		r := probeResult{state: probeLive, pid: listenerHolder(path)}
+		if r.pid == 0 {
+			if cred, err := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+				r.pid = int(cred.Pid)
+			}
 		}
 		return r
 	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.ETIMEDOUT):
@@ -79,7 +83,7 @@ func (r probeResult) describe() string {
 	switch r.state {
 	case probeLive:
 		if r.pid > 0 {
-			return fmt.Sprintf("live: accepting connections, listener created by pid %d", r.pid)
+			return fmt.Sprintf("live: accepting connections, held by pid %d", r.pid)
 		}
 		return "live: accepting connections"
 	case probeFull:

@@ -602,7 +602,7 @@ func (s *suite) install(t *testing.T) {
 	} else if j, ok := s.waitJournal(t, cur, []string{"a2enmod"}, "-u", "sockvisor"); !ok {
 		t.Errorf("reload without mod_proxy failed without naming a2enmod in the journal:\n%s", lastLines(j, 15))
 	}
-	s.sh(t, "a2enmod -q proxy proxy_http proxy_fcgi && systemctl restart apache2")
+	s.sh(t, "a2enmod -q proxy proxy_http proxy_fcgi headers && systemctl restart apache2")
 
 	apachePID := s.mainPID(t, "apache2")
 	cur = s.cursor(t)
@@ -1033,8 +1033,8 @@ func (s *suite) upgradeAndPurge(t *testing.T) {
 		t.Errorf("GET /app/ after purge: %d, want 404 (no proxy config left)", code)
 	}
 	after := s.snapshot(t)
-	// What the test itself did: the PHP document root and a2enmod proxy*.
-	ours := []string{"/srv/php", "/etc/apache2/mods-enabled/proxy", "/var/lib/apache2/module/enabled_by_admin"}
+	// What the test itself did: the PHP document root and a2enmod proxy* headers.
+	ours := []string{"/srv/php", "/etc/apache2/mods-enabled/proxy", "/etc/apache2/mods-enabled/headers", "/var/lib/apache2/module/enabled_by_admin"}
 	var added, removed, apacheState []string
 	for p := range after {
 		if s.before[p] || hasAnyPrefix(p, ours) {

@@ -1,0 +1,142 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/sockvisor/sockvisor/supervisor/sockets"
+)
+
+// housekeepInterval is how often housekeep checks the sockets and the state
+// file: a socket a backend shut down serves again within about this, plus
+// the replacement backend's start.
+const housekeepInterval = 500 * time.Millisecond
+
+// keepStored keeps systemd's fd store in step with l when a dead socket is
+// replaced (sockets.Listener.Repair): a socket a backend shut down must not
+// come back from the fd store after a restart. adopted is the descriptor l
+// was adopted from, or nil; Adopt itself may already have replaced it.
+func (d *Daemon) keepStored(l *sockets.Listener, adopted *os.File) {
+	name := l.Spec().Name
+	store := func(f *os.File) {
+		d.notify.Forget(name)
+		if err := d.notify.Store(name, f); err != nil {
+			d.log.Warn("could not hand the replacement socket to systemd's fd store", "socket", name, "error", err)
+		}
+	}
+	// Called with l locked: it must not call l's methods.
+	l.OnReplace(store)
+	if adopted != nil && l.File() != adopted {
+		store(l.File())
+	}
+}
+
+// housekeep starts the loop that, every housekeepInterval, replaces dead
+// listening sockets (restarting their backends onto the new socket) and
+// rewrites the state file when something changed. It writes the state file
+// once before returning. Call the returned function to stop the loop and
+// wait for it.
+func (d *Daemon) housekeep(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	w := &stateWriter{}
+	d.saveState(w)
+	failing := map[string]string{} // socket path -> last repair error logged
+	go func() {
+		defer close(done)
+		t := time.NewTicker(housekeepInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			d.repairDead(ctx, failing)
+			d.saveState(w)
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// saveState writes the state file if it changed; failures are logged once
+// per distinct error.
+func (d *Daemon) saveState(w *stateWriter) {
+	path := statePath(d.opts.StateDir, d.Config().SocketDir)
+	if w.path != path {
+		if w.path != "" {
+			os.Remove(w.path)
+		}
+		w.path, w.last = path, nil
+	}
+	st, err := d.currentState(w)
+	if err == nil {
+		err = w.write(st)
+	}
+	if err != nil {
+		if err.Error() != w.lastErr {
+			d.log.Warn("cannot write the state file; after a crash of sockvisor the next one cannot take over its backends", "path", path, "error", err)
+		}
+		w.lastErr = err.Error()
+		return
+	}
+	w.lastErr = ""
+}
+
+// removeState removes the state file: after a clean stop there are no
+// backends left to take over.
+func (d *Daemon) removeState() {
+	os.Remove(statePath(d.opts.StateDir, d.Config().SocketDir))
+}
+
+// repairDead replaces every listening socket a backend shut down (see
+// sockets.Listener.Dead) and restarts that backend: its running processes
+// hold the dead socket and cannot be moved, while a new process gets the
+// new one. A Gunicorn master, for one, never exits when its workers fail
+// in accept, so waiting for an exit (EnsurePath) is not enough. It skips
+// the round while a reload, restart or shutdown holds reloadMu.
+// A socket that cannot be replaced is logged again only when the error
+// changes (failing remembers the last one per path).
+func (d *Daemon) repairDead(ctx context.Context, failing map[string]string) {
+	if !d.reloadMu.TryLock() {
+		return
+	}
+	defer d.reloadMu.Unlock()
+	if d.closing {
+		return
+	}
+	d.mu.Lock()
+	var ps []*proc
+	for _, p := range d.procs {
+		ps = append(ps, p)
+	}
+	d.mu.Unlock()
+	for _, p := range ps {
+		replaced := false
+		for _, l := range d.listenersFor(p.cfg) {
+			if l == nil || l.Dead() == "" {
+				continue
+			}
+			ok, err := l.Repair()
+			if err != nil {
+				if failing[l.Path()] != err.Error() {
+					d.log.Error("listening socket is dead and could not be replaced", "backend", p.cfg.Name, "error", err)
+				}
+				failing[l.Path()] = err.Error()
+				continue
+			}
+			delete(failing, l.Path())
+			replaced = replaced || ok
+		}
+		if !replaced {
+			continue
+		}
+		d.log.Warn("restarting the backend onto its replaced socket", "backend", p.cfg.Name)
+		rctx, cancel := context.WithTimeout(ctx, p.cfg.Ready.Timeout+5*time.Second)
+		if err := p.p.Restart(rctx); err != nil {
+			d.log.Error("restarting the backend onto its replaced socket", "backend", p.cfg.Name, "error", err)
+		}
+		cancel()
+	}
+}
