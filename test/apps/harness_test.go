@@ -48,19 +48,12 @@ func TestMain(m *testing.M) {
 }
 
 // need gates a test on root and on every path existing (a binary or a
-// package's file). Locally it skips; in CI (CI set), which runs as root
-// with `make test` having installed every package, it fails.
+// package's file): locally it skips, in CI (CI set), which runs as root
+// after scripts/install-deps.sh, it fails.
 func need(t *testing.T, paths ...string) {
 	t.Helper()
 	testutil.NeedRoot(t)
-	for _, p := range append([]string{apachetest.Binary}, paths...) {
-		if _, err := os.Stat(p); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s: needs %s, which scripts/install-deps.sh installs; run it", t.Name(), p)
-			}
-			t.Skipf("%s: needs %s (run scripts/install-deps.sh)", t.Name(), p)
-		}
-	}
+	testutil.NeedBinary(t, append([]string{apachetest.Binary}, paths...)...)
 }
 
 // Restarts and load per app: 10 restarts under 4 clients, each run bounded
@@ -145,6 +138,11 @@ apache {
 		}
 	})
 	s.waitReady(90 * time.Second)
+	// The operator's check: doctor walks the private Apache's config
+	// (apache.apachectl) and finds every target healthy.
+	if code, out, errOut := s.cli("doctor"); code != 0 || !strings.Contains(out, "Healthy") {
+		t.Errorf("sockvisor doctor: exit %d; want 0, healthy\n%s%s", code, out, errOut)
+	}
 }
 
 // rendered returns the Apache files sockvisor wrote.
