@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ import (
 
 	"github.com/sockvisor/sockvisor/internal/apachetest"
 	"github.com/sockvisor/sockvisor/internal/testutil"
+	"github.com/sockvisor/sockvisor/supervisor/backend"
 	"github.com/sockvisor/sockvisor/supervisor/cli"
 	"github.com/sockvisor/sockvisor/supervisor/daemon"
 )
@@ -113,6 +115,15 @@ apache {
   apachectl   = [%s]
 }
 %s`, filepath.Join(s.dir, "s"), filepath.Join(s.dir, "ctl"), s.svConf, strings.Join(argv, ", "), body)
+	// sockvisor keeps generated files (PHP-FPM pools, preloads) in
+	// backend.DefaultStateDir/NAME, shared by every sockvisor on the
+	// machine: remove the ones this test creates.
+	for _, m := range regexp.MustCompile(`(?m)^backend "([^"]+)"`).FindAllStringSubmatch(body, -1) {
+		state := filepath.Join(backend.DefaultStateDir, m[1])
+		if _, err := os.Lstat(state); err != nil {
+			t.Cleanup(func() { os.RemoveAll(state) })
+		}
+	}
 	s.cfg = filepath.Join(s.dir, "sockvisor.hcl")
 	if err := os.WriteFile(s.cfg, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
