@@ -45,7 +45,17 @@ backend "h2django" {
   stop_timeout = "10s"
   ready { path = "/admin/login/" }
 }
-`, s.Listen(), dir, dir, filepath.Join(dir, "static")))
+backend "h2djsub" {
+  preset       = "gunicorn"
+  command      = ["/usr/bin/gunicorn", "--chdir", %q, "mysite.wsgi"]
+  environment  = { SV_DJANGO_DIR = %q }
+  site         = "django.test"
+  mount        = "/sub/"
+  user         = "www-data"
+  stop_timeout = "10s"
+  ready { path = "/sub/admin/login/" }
+}
+`, s.Listen(), dir, dir, filepath.Join(dir, "static"), dir, dir))
 
 	c := s.client()
 	base := fmt.Sprintf("http://django.test:%d", s.Port())
@@ -77,6 +87,14 @@ backend "h2django" {
 	if r.status != 403 {
 		t.Errorf("login POST without a CSRF token: %d; want 403", r.status)
 	}
+
+	// The same project under /sub/: no code change, and Django's links
+	// carry the mount (Gunicorn's SCRIPT_NAME from Apache).
+	r = get(t, s.client(), base+"/sub/admin/")
+	if r.status != 302 || r.header.Get("Location") != "/sub/admin/login/?next=/sub/admin/" {
+		t.Errorf("/sub/admin/: want 302 to /sub/admin/login/?next=/sub/admin/, got %s", r)
+	}
+	want(t, get(t, s.client(), base+"/sub/admin/login/"), 200, `action="/sub/admin/login/"`)
 
 	s.restartUnderLoad("h2django", base+"/admin/login/", 200*time.Millisecond)
 }
