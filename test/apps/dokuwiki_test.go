@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // DokuWiki from Debian's package under /dokuwiki/: the start page and its
@@ -17,7 +19,8 @@ import (
 // (their .htaccess applies because Apache serves the tree), and 10
 // restarts of PHP-FPM under load fail no request.
 func TestDokuWiki(t *testing.T) {
-	need(t, "/usr/share/dokuwiki/doku.php", "/usr/sbin/php-fpm8.2", "/var/lib/dokuwiki/data/pages")
+	fpm, _ := testutil.PHPFPM(t)
+	need(t, "/usr/share/dokuwiki/doku.php", "/var/lib/dokuwiki/data/pages")
 	s := newStack(t)
 	// A copy of the installation, its config and its data, so the test
 	// never writes to /etc/dokuwiki or /var/lib/dokuwiki.
@@ -42,13 +45,13 @@ $conf['savedir'] = '%s';
 
 	s.run(fmt.Sprintf(`backend "h2dw" {
   preset        = "php-fpm"
-  command       = ["/usr/sbin/php-fpm8.2"]
+  command       = [%q]
   mount         = "/dokuwiki/"
   document_root = %q
   user          = "www-data"
   stop_timeout  = "10s"
 }
-`, root))
+`, fpm, root))
 
 	c := s.client()
 	base := fmt.Sprintf("http://127.0.0.1:%d/dokuwiki", s.Port())

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
 // WordPress from Debian's package with a private MariaDB: the install POST
@@ -22,8 +24,9 @@ import (
 // permalinks (fallback = "/index.php"), and 10 restarts of PHP-FPM under
 // load fail no request.
 func TestWordPress(t *testing.T) {
-	need(t, "/usr/share/wordpress/wp-config.php", "/usr/sbin/php-fpm8.2", "/usr/sbin/mariadbd",
-		"/usr/bin/mariadb-install-db", "/etc/php/8.2/fpm/conf.d/20-mysqli.ini",
+	fpm, version := testutil.PHPFPM(t)
+	need(t, "/usr/share/wordpress/wp-config.php", "/usr/sbin/mariadbd", "/usr/bin/mariadb-install-db",
+		"/etc/php/"+version+"/fpm/conf.d/20-mysqli.ini",
 		"/usr/share/wordpress/wp-content/themes/twentytwentythree/style.css")
 	s := newStack(t)
 	db := startMariaDB(t, s.dir)
@@ -58,7 +61,7 @@ define('WP_CONTENT_DIR', '%s');
 }
 backend "h2wp" {
   preset        = "php-fpm"
-  command       = ["/usr/sbin/php-fpm8.2"]
+  command       = [%q]
   site          = %q
   mount         = "/"
   document_root = "/usr/share/wordpress"
@@ -71,7 +74,7 @@ backend "h2wp" {
     settings     = { "php_admin_value[memory_limit]" = "128M" }
   }
 }
-`, host, s.Listen(), host, content))
+`, host, s.Listen(), fpm, host, content))
 
 	c := s.client()
 	base := fmt.Sprintf("http://%s:%d", host, s.Port())
