@@ -21,12 +21,24 @@ func keepsPrefix(be *config.Backend) bool {
 }
 
 // prefixHeaders are the RequestHeader lines that tell an http backend the
-// client's scheme and the mount it is served under. mod_proxy_http adds
-// X-Forwarded-For, X-Forwarded-Host and X-Forwarded-Server itself
-// (ProxyAddHeaders On). Each header is set or removed, never passed
-// through, so a client cannot forge it.
+// client's scheme and the mount it is served under. Each header is set or
+// removed, never passed through, so a client cannot forge it.
+//
+// mod_proxy_http adds X-Forwarded-For, X-Forwarded-Host and
+// X-Forwarded-Server itself (ProxyAddHeaders On), but appends to whatever
+// the client sent: "X-Forwarded-For: 6.6.6.6" arrived as
+// "6.6.6.6, 127.0.0.1", and uvicorn and Werkzeug read the first entry.
+// RequestHeader runs in the fixups, before mod_proxy_http builds the
+// request, so unsetting them there leaves exactly Apache's values
+// (measured). Behind a load balancer, mod_remoteip restores the client
+// address Apache then sends.
 func prefixHeaders(be *config.Backend) []string {
-	out := []string{`RequestHeader set X-Forwarded-Proto "expr=%{REQUEST_SCHEME}"`}
+	out := []string{
+		"RequestHeader unset X-Forwarded-For",
+		"RequestHeader unset X-Forwarded-Host",
+		"RequestHeader unset X-Forwarded-Server",
+		`RequestHeader set X-Forwarded-Proto "expr=%{REQUEST_SCHEME}"`,
+	}
 	prefix := strings.TrimSuffix(be.Mount, "/")
 	if prefix == "" {
 		out = append(out, "RequestHeader unset X-Forwarded-Prefix")

@@ -227,8 +227,11 @@ func renderVhosts(b *bytes.Buffer, cfg *config.Config, s *config.Site) {
 	for _, addr := range s.Listen {
 		in := open(addr)
 		if s.RedirectHTTP {
-			in("# redirect_http: every request answers 301 with its https:// URL.")
+			in("# redirect_http: every request answers 301 with its https:// URL, but")
+			in("# ACME http-01 challenges, which certbot --webroot answers from Apache's")
+			in("# main DocumentRoot.")
 			in("RewriteEngine On")
+			in("RewriteCond %%{REQUEST_URI} !^/\\.well-known/acme-challenge/")
 			in("RewriteRule ^ https://%%{SERVER_NAME}%s%%{REQUEST_URI} [R=301,L,NE]", httpsPort(s))
 		} else {
 			renderContext(in, bes, true)

@@ -154,8 +154,9 @@ backend "g" {
 	fetch(t, port, "GET", "b.example", "/global/q", "", nil).want(t, in, "global in site", 200, "name=g path=/q ")
 	fetch(t, port, "GET", "other.example", "/global/q", "", nil).want(t, in, "global in default", 200, "name=g path=/q ")
 	// A client cannot forge the scheme or the prefix.
-	fetch(t, port, "GET", "a.example", "/x", "", map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/evil", "SCRIPT_NAME": "/evil"}).
-		want(t, in, "forged headers", 200, "X-Forwarded-Proto=http ", "X-Forwarded-Prefix= ", "Script_name=")
+	fetch(t, port, "GET", "a.example", "/x", "", map[string]string{"X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/evil", "SCRIPT_NAME": "/evil",
+		"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.example"}).
+		want(t, in, "forged headers", 200, "X-Forwarded-Proto=http ", "X-Forwarded-Prefix= ", "Script_name=", "X-Forwarded-For=127.0.0.1 ", "X-Forwarded-Host=a.example ")
 
 	// The sites file is enabled beside the default vhost, which sorts first.
 	if target, err := os.Readlink(l.SitesLink); err != nil || target != "../sites-available/sockvisor.conf" {
@@ -233,6 +234,14 @@ backend "plain" {
 	if strings.Contains(r.body, "name=") {
 		t.Error("the redirecting vhost reached the backend")
 	}
+	// ACME http-01 challenges stay on http, served from the main DocumentRoot.
+	if err := os.MkdirAll(filepath.Join(in.Dir, ".well-known", "acme-challenge"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(in.Dir, ".well-known", "acme-challenge", "tok"), []byte("tok.key\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fetch(t, port, "GET", "secure.example", "/.well-known/acme-challenge/tok", "", nil).want(t, in, "acme challenge", 200, "tok.key")
 	fetch(t, tlsPort, "GET", "secure.example", "/app/x", "secure.example", nil).
 		want(t, in, "https", 200, "name=app path=/x ", "X-Forwarded-Proto=https ", "X-Forwarded-Prefix=/app ")
 	// The plain site on the same http port is untouched by the redirect.

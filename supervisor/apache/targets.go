@@ -42,6 +42,9 @@ func (m *Manager) targets(cfg *config.Config) ([]*target, error) {
 		case KindSites:
 			sites = f.Data
 		case KindInclude:
+			if l.IncludeDir == "" {
+				return nil, fmt.Errorf("site %q has render = \"include\", but this Apache layout names no directory for include files; use render = \"vhost\"", f.Site)
+			}
 			p := filepath.Join(l.IncludeDir, f.Site+".conf")
 			wanted[p] = true
 			out = append(out, &target{path: p, data: f.Data, mkdir: true})

@@ -256,6 +256,9 @@ func (v *validator) web(c *Config, b *Backend, fb *fileBackend) {
 				v.at(key+".index", "index entry %q must be a plain file name such as \"index.php\"", f)
 			}
 		}
+		if b.DocumentRoot == "/" {
+			v.at(key+".document_root", "document_root must not be /: Apache would serve the whole filesystem; name the application's directory")
+		}
 		b.Htaccess = fb.Htaccess == nil || *fb.Htaccess
 		b.Fallback = str(fb.Fallback, "")
 		if b.Fallback != "" && !urlPathRe.MatchString(b.Fallback) {
@@ -279,8 +282,8 @@ func (v *validator) web(c *Config, b *Backend, fb *fileBackend) {
 		case strings.TrimSuffix(url, "/") == strings.TrimSuffix(b.Mount, "/"):
 			v.at(key+".alias", "alias URL %q is the mount itself; a mount served from disk needs no backend", url)
 			continue
-		case !filepath.IsAbs(dir) || !pathRe.MatchString(dir) || filepath.Clean(dir) != strings.TrimSuffix(dir, "/") && dir != "/":
-			v.at(key+".alias", "alias directory %q for %q must be a clean absolute path (letters, digits and ._/- only)", dir, url)
+		case !filepath.IsAbs(dir) || !pathRe.MatchString(dir) || filepath.Clean(dir) != strings.TrimSuffix(dir, "/"):
+			v.at(key+".alias", "alias directory %q for %q must be a clean absolute path other than / (letters, digits and ._/- only)", dir, url)
 			continue
 		case strings.HasSuffix(url, "/") != strings.HasSuffix(dir, "/"):
 			// Apache expands "/static/" only for URLs with the slash, so

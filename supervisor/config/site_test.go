@@ -153,6 +153,8 @@ func TestSiteProblems(t *testing.T) {
 		{"alias missing dir", be + "  alias = { \"/s/\" = \"/nonexistent/\" }\n}", "5", []string{"alias directory /nonexistent/ for \"/s/\" cannot be used"}},
 		{"alias slash mismatch", be + "  alias = { \"/s/\" = \"/tmp\" }\n}", "5", []string{"both with a trailing slash or both without"}},
 		{"alias relative", be + "  alias = { \"/s\" = \"tmp\" }\n}", "5", []string{"clean absolute path"}},
+		{"alias root", be + "  alias = { \"/s/\" = \"/\" }\n}", "5", []string{"other than /"}},
+		{"docroot root", "backend \"p\" {\n  preset = \"php-fpm\"\n  command = [\"/bin/true\"]\n  user = \"root\"\n  document_root = \"/\"\n}", "5", []string{"whole filesystem"}},
 		{"alias bad url", be + "  alias = { \"s\" = \"/tmp\" }\n}", "5", []string{"clean URL path"}},
 		{"alias world-writable", be + "  alias = { \"/s\" = \"" + world + "\" }\n}", "5", []string{"writable by every user", "alias_world_writable = true"}},
 		{"alias is mount", be + "  mount = \"/app/\"\n  alias = { \"/app\" = \"/tmp\" }\n}", "6", []string{"is the mount itself"}},
