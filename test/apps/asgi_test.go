@@ -25,7 +25,8 @@ func TestUvicornWebSocket(t *testing.T) {
 	need(t, "/usr/bin/uvicorn", "/usr/lib/python3/dist-packages/websockets")
 	s := newStack(t)
 	app := writeFile(t, s.dir, "app/asgi_app.py", readTestdata(t, "asgi_app.py"), 0o644)
-	s.run(fmt.Sprintf(`backend "h2asgi" {
+	site, tlsBase := s.tlsSite("asgi.test")
+	s.run(site + fmt.Sprintf(`backend "h2asgi" {
   preset       = "uvicorn"
   command      = ["/usr/bin/uvicorn", "--app-dir", %q, "--no-access-log", "asgi_app:app"]
   mount        = "/asgi/"
@@ -49,6 +50,16 @@ func TestUvicornWebSocket(t *testing.T) {
 	wantURL := fmt.Sprintf("http://127.0.0.1:%d/asgi/info", s.Port())
 	if info.RootPath != "/asgi" || info.Path != "/info" || info.URL != wantURL {
 		t.Errorf("the app sees root_path %q, path %q, url %q; want /asgi, /info, %s", info.RootPath, info.Path, info.URL, wantURL)
+	}
+	// Over HTTPS the app builds https:// URLs: uvicorn honours Apache's
+	// X-Forwarded-Proto on a Unix socket.
+	r = get(t, s.tlsClient(), tlsBase+"/asgi/info")
+	want(t, r, 200)
+	if err := json.Unmarshal([]byte(r.body), &info); err != nil {
+		t.Fatalf("%v: %s", err, r)
+	}
+	if info.URL != tlsBase+"/asgi/info" {
+		t.Errorf("over HTTPS the app builds %q; want %s/asgi/info", info.URL, tlsBase)
 	}
 
 	ws := dialWebSocket(t, s.Port(), "/asgi/echo")
@@ -162,7 +173,8 @@ func TestPuma(t *testing.T) {
 	need(t, "/usr/bin/puma")
 	s := newStack(t)
 	ru := writeFile(t, s.dir, "app/config.ru", readTestdata(t, "config.ru"), 0o644)
-	s.run(fmt.Sprintf(`backend "h2puma" {
+	site, tlsBase := s.tlsSite("rack.test")
+	s.run(site + fmt.Sprintf(`backend "h2puma" {
   preset       = "puma"
   command      = ["/usr/bin/puma", "--environment", "production", %q]
   mount        = "/rack/"
@@ -174,6 +186,8 @@ func TestPuma(t *testing.T) {
 	u := fmt.Sprintf("http://127.0.0.1:%d/rack/x", s.Port())
 	r := get(t, c, u)
 	want(t, r, 200, "script_name=/rack path_info=/x", "url="+u)
+	// Over HTTPS Puma sets rack.url_scheme from X-Forwarded-Proto.
+	want(t, get(t, s.tlsClient(), tlsBase+"/rack/x"), 200, "scheme=https", "url="+tlsBase+"/rack/x")
 	if !strings.Contains(s.log.String(), "Activated unix://") {
 		t.Errorf("Puma did not adopt the inherited socket:\n%s", s.log.String())
 	}

@@ -14,6 +14,7 @@ package apps
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -81,14 +82,56 @@ type stack struct {
 }
 
 // newStack starts a private Apache that Includes whatever sockvisor
-// renders (its main file and its virtual hosts file) and nothing else.
+// renders (its main file and its virtual hosts file) and nothing else. It
+// also listens on a second port, for a TLS site.
 func newStack(t *testing.T) *stack {
 	t.Helper()
 	dir := testutil.ShortDir(t)
 	s := &stack{t: t, dir: dir, svConf: filepath.Join(dir, "sv.conf"), log: &lockedBuffer{}}
 	site := fmt.Sprintf("IncludeOptional %s\nIncludeOptional %s\n", s.svConf, filepath.Join(dir, "sv-sites.conf"))
-	s.apache = apachetest.Start(t, site)
+	s.apache = apachetest.Start(t, site, apachetest.ExtraPorts(1))
 	return s
+}
+
+// tlsSite returns a site block for name with a self-signed certificate,
+// serving HTTPS on the stack's second port (plain HTTP on the first, not
+// redirected), and the site's https:// base URL. Backends without a site
+// are served in it too: the global config applies to every virtual host.
+func (s *stack) tlsSite(name string) (hcl, base string) {
+	t := s.t
+	t.Helper()
+	cert, key := filepath.Join(s.dir, name+".crt"), filepath.Join(s.dir, name+".key")
+	runCmd(t, time.Minute, nil, "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+		"-subj", "/CN="+name, "-addext", "subjectAltName=DNS:"+name, "-keyout", key, "-out", cert)
+	port := s.apache.Extra[0]
+	hcl = fmt.Sprintf(`site %q {
+  listen        = %s
+  redirect_http = false
+  tls {
+    certificate = %q
+    key         = %q
+    listen      = ["127.0.0.1:%d"]
+  }
+}
+`, name, s.Listen(), cert, key, port)
+	return hcl, fmt.Sprintf("https://%s:%d", name, port)
+}
+
+// tlsClient is client for the TLS site: it trusts any certificate (the
+// test's own) and dials the second port.
+func (s *stack) tlsClient() *http.Client {
+	addr := fmt.Sprintf("127.0.0.1:%d", s.apache.Extra[0])
+	return &http.Client{
+		Timeout: 60 * time.Second,
+		Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "tcp", addr)
+			},
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 // Port is the private Apache's loopback port; sites listen on it.
@@ -261,7 +304,7 @@ func (s *stack) client() *http.Client {
 	jar, _ := cookiejar.New(nil)
 	addr := fmt.Sprintf("127.0.0.1:%d", s.apache.Port)
 	return &http.Client{
-		Timeout: 30 * time.Second,
+		Timeout: 60 * time.Second,
 		Jar:     jar,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
