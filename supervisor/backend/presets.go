@@ -384,3 +384,16 @@ begin
 rescue LoadError
 end
 `
+
+// CheckCommand builds b's command line for every instance as Run would,
+// without side effects, and returns the first reason it cannot (a listening
+// flag of the user's that would leave the socket unused, say), so
+// `sockvisor check` refuses what `run` would.
+func CheckCommand(b *config.Backend) error {
+	for _, s := range b.Sockets {
+		if _, err := buildCommand(b, s.Instance, s.Path, filepath.Join(DefaultStateDir, b.Name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/opencontainers/selinux/go-selinux"
 
+	"github.com/sockvisor/sockvisor/supervisor/backend"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
@@ -30,6 +31,13 @@ func runCheck(e *env, fs *flag.FlagSet, args []string) (int, error) {
 	cfg, code, err := loadConfig(fs)
 	if err != nil {
 		return code, err
+	}
+	for _, b := range cfg.Backends {
+		// What only starting the server would otherwise show (a uvicorn
+		// --port beside the inherited socket, say).
+		if err := backend.CheckCommand(b); err != nil {
+			return ExitProblems, fmt.Errorf("%s: %w", b.Pos, err)
+		}
 	}
 	label := "-"
 	if selinux.GetEnabled() {
