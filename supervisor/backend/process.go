@@ -129,6 +129,9 @@ func (b *Backend) startProcess(in *instance) (*proc, error) {
 		}
 	}
 
+	// The shim closes every descriptor above 2 but these, so nothing
+	// sockvisor inherited without close-on-exec reaches the backend.
+	spec.KeepFDs = len(files) - 3
 	attr := &syscall.ProcAttr{Env: env, Sys: &syscall.SysProcAttr{Setpgid: true}}
 	var pid int
 	err = withFDs(files, func(fds []uintptr) error {

@@ -249,6 +249,27 @@ backend "py" {
 		t.Errorf("status --json: %d %s", code, out)
 	}
 
+	// Issue [K] item 2: SIGHUP with a config nested 100,000 deep killed
+	// the daemon (stack overflow). The reload is refused; it keeps serving.
+	deep := "backend \"py\" {\n  command = " + strings.Repeat("[", 100_000) + "\"x\"" + strings.Repeat("]", 100_000) + "\n}\n"
+	good, _ := os.ReadFile(cfg)
+	if err := os.WriteFile(cfg, []byte(deep), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(time.Second)
+	select {
+	case err := <-exited:
+		t.Fatalf("run died on SIGHUP with a deeply nested config: %v", err)
+	default:
+	}
+	if err := os.WriteFile(cfg, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := runAs(t, "status", "--config", cfg); code != ExitOK || !strings.Contains(out, "ready") {
+		t.Errorf("status after the refused reload: %d %s", code, out)
+	}
+
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-exited:

@@ -14,6 +14,7 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/control"
 	"github.com/sockvisor/sockvisor/supervisor/daemon"
 	"github.com/sockvisor/sockvisor/supervisor/logging"
+	"github.com/sockvisor/sockvisor/supervisor/shim"
 )
 
 func init() {
@@ -68,6 +69,11 @@ func runRun(e *env, fs *flag.FlagSet, args []string) (int, error) {
 	log, err := logging.New(cfg.LogLevel, cfg.LogFormat, e.stderr)
 	if err != nil {
 		return ExitProblems, err
+	}
+	// Nothing sockvisor inherited (exec 7>>/root/secret.log) may reach a
+	// child; the exec shim closes the rest for backends too.
+	if err := shim.CloseOnExecFrom(3); err != nil {
+		log.Warn("cannot mark inherited descriptors close-on-exec", "error", err)
 	}
 	d, err := daemon.New(daemon.Options{ConfigPath: cfg.File, Log: log})
 	if errors.Is(err, config.ErrInvalid) {

@@ -228,9 +228,13 @@ func Path(explicit string) string {
 	return DefaultPath
 }
 
-// Load reads and validates the file at path.
+// Load reads and validates the file at path, which must be a regular file
+// (a FIFO or device is refused without blocking) of at most MaxFileSize.
 func Load(path string) (*Config, error) {
-	src, err := os.ReadFile(path)
+	src, err := readConfigFile(path, defaultLimits)
+	if errors.Is(err, ErrNotRegular) {
+		return nil, err
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s does not exist; create it (examples are in /usr/share/doc/sockvisor/examples/) or pass --config", ErrNotFound, path)
 	}

@@ -212,17 +212,49 @@ func TestExamplesParse(t *testing.T) {
 	}
 }
 
+// FuzzParse: no input makes Parse panic or crash the process, every error
+// wraps ErrInvalid, and the size and nesting limits hold: with small limits
+// a file over the size is refused for its size, and each kind of nesting
+// is refused exactly when it is deeper than the limit.
 func FuzzParse(f *testing.F) {
-	f.Add([]byte("socket_dir = \"/run/sv\"\nbackend \"a\" {\n  command = [\"/bin/true\"]\n  ready { path = \"/\" }\n}\n"))
-	f.Add([]byte("apache { flavor = \"debian\" }\nbackend \"b\" { instances = 3\n socket_mode = \"0777\" }"))
-	f.Add([]byte("backend \"x\" { environment = { A = \"b\" } proxy { max = -1 } }"))
-	f.Fuzz(func(t *testing.T, src []byte) {
+	f.Add([]byte("socket_dir = \"/run/sv\"\nbackend \"a\" {\n  command = [\"/bin/true\"]\n  ready { path = \"/\" }\n}\n"), uint8(3), uint8(0))
+	f.Add([]byte("apache { flavor = \"debian\" }\nbackend \"b\" { instances = 3\n socket_mode = \"0777\" }"), uint8(17), uint8(3))
+	f.Add([]byte("backend \"x\" { environment = { A = \"b\" } proxy { max = -1 } }"), uint8(200), uint8(9))
+	f.Add([]byte("x = <<EOF\n${[[[\"${1}\"]]]}\n  EOF\n# [[[\ny = \"$${[[\"\n"), uint8(16), uint8(10))
+	f.Add([]byte(strings.Repeat("[", 600)), uint8(8), uint8(4))
+	f.Add([]byte("selinux_type = true\nsocket_dir_mode = \"660\"\n"), uint8(0), uint8(6))
+	lim := limits{size: 512, nesting: 16, tokens: 64}
+	f.Fuzz(func(t *testing.T, src []byte, depth, kind uint8) {
 		c, err := Parse(src, "fuzz.hcl")
 		if err == nil && c == nil {
 			t.Fatal("nil config without error")
 		}
 		if err != nil && !errors.Is(err, ErrInvalid) {
 			t.Fatalf("error does not wrap ErrInvalid: %v", err)
+		}
+		if err != nil && strings.Contains(err.Error(), "failed while parsing") {
+			t.Fatalf("Parse panicked: %v", err)
+		}
+
+		_, err = parseLimited(src, "fuzz.hcl", lim)
+		if len(src) > lim.size && (err == nil || !strings.Contains(err.Error(), "longer than 512 bytes")) {
+			t.Fatalf("%d-byte file not refused for its size: %v", len(src), err)
+		}
+
+		k := nestKinds[int(kind)%len(nestKinds)]
+		n := int(depth)
+		_, err = parseLimited([]byte(k.build(n)), "fuzz.hcl", limits{size: MaxFileSize, nesting: lim.nesting, tokens: MaxTokens})
+		refused := err != nil && strings.Contains(err.Error(), "nest more than 16 levels")
+		if want := k.depth(n) > lim.nesting; refused != want {
+			t.Fatalf("%s nested %d deep (depth %d, limit %d): refused %v; error %v", k.name, n, k.depth(n), lim.nesting, refused, err)
+		}
+
+		// x = [1,1,...] is 2n+5 tokens with its newline.
+		flat := "x = [" + strings.Repeat("1,", n) + "]\n"
+		_, err = parseLimited([]byte(flat), "fuzz.hcl", limits{size: MaxFileSize, nesting: lim.nesting, tokens: lim.tokens})
+		refused = err != nil && strings.Contains(err.Error(), "more than 64 tokens")
+		if want := 2*n+5 > lim.tokens; refused != want {
+			t.Fatalf("a list of %d numbers: refused for its tokens %v, want %v; error %v", n, refused, want, err)
 		}
 	})
 }

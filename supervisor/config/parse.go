@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -93,7 +92,24 @@ type fileProxy struct {
 }
 
 // Parse decodes and validates src; filename is used in messages only.
+// src larger than MaxFileSize or nested deeper than MaxNesting is refused
+// before HCL parses it.
 func Parse(src []byte, filename string) (*Config, error) {
+	return parseLimited(src, filename, defaultLimits)
+}
+
+func parseLimited(src []byte, filename string, lim limits) (cfg *Config, err error) {
+	if ps := checkLimits(src, filename, lim); ps != nil {
+		return nil, ps
+	}
+	// A reload must never kill the daemon: a panic anywhere in HCL or in
+	// validation becomes a rejected config. (The limits above keep the
+	// stack, whose overflow cannot be recovered, small.)
+	defer func() {
+		if r := recover(); r != nil {
+			cfg, err = nil, Problems{{Pos: filename, Msg: fmt.Sprintf("sockvisor failed while parsing this file (%v); please report it, and simplify the file meanwhile", r)}}
+		}
+	}()
 	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
 		return nil, fromDiagnostics(filename, diags)
@@ -104,7 +120,9 @@ func Parse(src []byte, filename string) (*Config, error) {
 		return nil, nameAttributes(fromDiagnostics(filename, diags), pos)
 	}
 	v := &validator{file: filename, pos: pos, nonString: nonString, blocks: blocks}
-	cfg := v.build(&fc)
+	cfg = v.build(&fc)
+	v.literals(f.Body)
+	v.nulBytes(&fc)
 	if len(v.problems) > 0 {
 		return nil, v.problems
 	}
@@ -193,8 +211,8 @@ func rangePos(r hcl.Range) string {
 // reach a daemon whose config the user just broke. It falls back to the default.
 func PeekControlSocket(path string) string {
 	const def = defaultControlSocket
-	src, err := os.ReadFile(path)
-	if err != nil {
+	src, err := readConfigFile(path, defaultLimits)
+	if err != nil || checkLimits(src, path, defaultLimits) != nil {
 		return def
 	}
 	f, _ := hclsyntax.ParseConfig(src, path, hcl.InitialPos)

@@ -60,6 +60,8 @@ type validator struct {
 	problems  Problems
 	// seen counts backend blocks by name, to find each one's own position.
 	seen map[string]int
+	// badMode holds the mode keys already reported as unparsable.
+	badMode map[string]bool
 }
 
 // at reports a problem at the position of key, falling back to its block,
@@ -104,13 +106,11 @@ func (v *validator) build(fc *fileConfig) *Config {
 		v.at("socket_dir_mode", "socket_dir_mode %s lets every user write to socket_dir, so anyone could replace a socket; drop the last digit's write bit, e.g. \"2750\"", c.SocketDirMode)
 	}
 	v.absPath("socket_dir", c.SocketDir)
-	if c.SocketDir == "/" {
-		v.at("socket_dir", "socket_dir must not be /; use a directory of its own such as /run/sockvisor")
-	}
+	v.notSystemDir(c.SocketDir)
 	v.absPath("control_socket", c.ControlSocket)
-	if within(c.SocketDir, c.ControlSocket) {
-		v.at("control_socket", "control_socket %q is inside socket_dir %q, which sockvisor sweeps; put it elsewhere, e.g. /run/sockvisor.ctl", c.ControlSocket, c.SocketDir)
-	}
+	v.controlSocketOutside(c)
+	v.usableDirMode(c)
+	v.selinuxTypeValid(c)
 	if n := len(c.ControlSocket); n > MaxSocketPath {
 		v.at("control_socket", "control_socket is %d bytes long; the limit for a socket path is %d; choose a shorter path", n, MaxSocketPath)
 	}
@@ -143,6 +143,7 @@ func (v *validator) build(fc *fileConfig) *Config {
 		Reload:     str(fa.Reload, "dbus"),
 		Apachectl:  fa.Apachectl,
 	}
+	v.noNUL("apache.apachectl", "apache.apachectl argument", c.Apache.Apachectl...)
 	if len(c.Apache.Apachectl) > 0 {
 		if _, err := exec.LookPath(c.Apache.Apachectl[0]); err != nil {
 			v.at("apache.apachectl", "apache.apachectl %q is not an executable file; name apache2ctl, apachectl or httpd", c.Apache.Apachectl[0])
@@ -262,6 +263,7 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 	} else if _, err := exec.LookPath(b.Command[0]); err != nil {
 		v.at(key+".command", "command %q is not an executable file; install it or fix the path", b.Command[0])
 	}
+	v.noNUL(key+".command", "command argument", b.Command...)
 
 	b.SocketMode = v.mode(key+".socket_mode", str(fb.SocketMode, "0660"), 0o777)
 	b.Umask = v.mode(key+".umask", str(fb.Umask, "0007"), 0o777)
@@ -287,10 +289,11 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 	} else if b.DocumentRoot != "" {
 		v.at(key+".document_root", "document_root only applies to protocol \"fcgi\" with a mount; remove it")
 	}
-	for k := range b.Environment {
+	for _, k := range sortedKeys(b.Environment) {
 		if k == "" || strings.ContainsAny(k, "=\x00") {
 			v.at(key+".environment", "environment variable name %q is invalid", k)
 		}
+		v.noNUL(key+".environment", "environment variable "+k, b.Environment[k])
 	}
 
 	b.UID = v.uid(key+".user", b.User)
@@ -337,6 +340,8 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 		}
 	}
 
+	v.usableSocketMode(c, b)
+	v.noNUL(key+".ready.path", "ready.path", b.Ready.Path)
 	v.web(c, b, fb)
 	b.Sockets = v.sockets(c, b, str(fb.Socket, ""))
 	return b
@@ -382,6 +387,10 @@ func (v *validator) mode(key, s string, max uint64) Mode {
 	// A bare number such as 0750 is decimal to HCL: only a quoted string is unambiguous.
 	if err != nil || m > max || s == "" || v.nonString[key] {
 		v.at(key, "%s %q is not an octal mode; write it as a string such as \"%04o\"", lastField(key), s, max&0o2770)
+		if v.badMode == nil {
+			v.badMode = map[string]bool{}
+		}
+		v.badMode[key] = true
 		return 0
 	}
 	return Mode(m)

@@ -6,8 +6,9 @@
 // credentials. So the supervisor starts its own binary as
 // "sockvisor exec-shim [flags] -- argv...", and the shim sets the umask, the
 // supplementary groups, the gid and the uid (in that order), the LISTEN_*
-// variables, the working directory, then replaces itself with the backend
-// via execve. Invariant: the backend runs with the pid the supervisor
+// variables, the working directory, closes every descriptor above 2 but the
+// ones handed off (fd 3 onwards, -keep-fds), then replaces itself with the
+// backend via execve. Invariant: the backend runs with the pid the supervisor
 // started, so LISTEN_PID is right and signals reach it; the shim never
 // forks, and any failure ends the shim with a one-line reason on stderr.
 package shim
@@ -55,7 +56,14 @@ type Spec struct {
 	// LISTEN_FDNAMES (from FDNames, if any) for fds 3...
 	ListenFDs int
 	FDNames   []string
+	// KeepFDs is how many descriptors from fd 3 are handed to the backend
+	// (sockets for listen-fds or fpm); at least ListenFDs are kept. Every
+	// other descriptor above 2 is closed at exec.
+	KeepFDs int
 }
+
+// keep is the number of descriptors from fd 3 the backend receives.
+func (s Spec) keep() int { return max(s.KeepFDs, s.ListenFDs) }
 
 // Argv returns the command line that runs the shim from exe (the sockvisor
 // binary) for this spec. The backend's environment is the shim's own, so
@@ -82,7 +90,7 @@ func (s Spec) Argv(exe string) []string {
 			argv = append(argv, "-fdnames", strings.Join(s.FDNames, ":"))
 		}
 	}
-	argv = append(argv, "-path", s.Path, "--")
+	argv = append(argv, "-keep-fds", strconv.Itoa(s.keep()), "-path", s.Path, "--")
 	return append(argv, s.Args...)
 }
 
@@ -98,6 +106,7 @@ func parse(args []string, stderr io.Writer) (Spec, error) {
 	fs.StringVar(&s.Dir, "dir", "", "working directory")
 	fs.IntVar(&s.ListenFDs, "listen-fds", 0, "number of sockets from fd 3")
 	fdnames := fs.String("fdnames", "", "colon-separated socket names")
+	fs.IntVar(&s.KeepFDs, "keep-fds", 0, "number of descriptors from fd 3 the backend keeps; all others above 2 are closed")
 	fs.StringVar(&s.Path, "path", "", "program to run")
 	if err := fs.Parse(args); err != nil {
 		return s, err
@@ -137,6 +146,9 @@ func parse(args []string, stderr io.Writer) (Spec, error) {
 	}
 	if s.ListenFDs < 0 || (len(s.FDNames) > 0 && len(s.FDNames) != s.ListenFDs) {
 		return s, fmt.Errorf("-fdnames lists %d names for %d sockets", len(s.FDNames), s.ListenFDs)
+	}
+	if s.KeepFDs < 0 || s.KeepFDs > 1<<16 {
+		return s, fmt.Errorf("-keep-fds %d is not a descriptor count", s.KeepFDs)
 	}
 	return s, nil
 }
@@ -179,6 +191,11 @@ func run(s Spec) (int, error) {
 			return ExitNotFound, fmt.Errorf("command %q was not found in PATH=%s: %w; give its absolute path", path, os.Getenv("PATH"), err)
 		}
 		path = p
+	}
+	// Last, after everything that may open a file: from here on, only
+	// execve and the signal reset run.
+	if err := closeExtraFDs(s.keep()); err != nil {
+		return ExitSetup, fmt.Errorf("cannot close the descriptors the backend must not inherit: %w", err)
 	}
 	resetSignals()
 	err := syscall.Exec(path, s.Args, env)

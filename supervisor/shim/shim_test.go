@@ -3,6 +3,7 @@ package shim
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -47,6 +48,11 @@ type reportData struct {
 	Cwd      string
 	Env      map[string]string
 	FDs      map[int]fdInfo
+	// Inherited lists every fd above 2 from /proc/self/fd that the backend
+	// got across execve: those without FD_CLOEXEC. (The Go runtime's own
+	// fds are close-on-exec.) Targets names what each one is.
+	Inherited []int
+	Targets   map[int]string
 }
 
 func report() {
@@ -64,11 +70,16 @@ func report() {
 			}
 		}
 	}
+	r.Targets = map[int]string{}
 	ents, _ := os.ReadDir("/proc/self/fd")
 	for _, e := range ents {
 		fd, _ := strconv.Atoi(e.Name())
 		if fd < 3 {
 			continue
+		}
+		if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && fl&unix.FD_CLOEXEC == 0 {
+			r.Inherited = append(r.Inherited, fd)
+			r.Targets[fd], _ = os.Readlink("/proc/self/fd/" + e.Name())
 		}
 		var st unix.Stat_t
 		if unix.Fstat(fd, &st) != nil {
@@ -287,7 +298,7 @@ func TestShimFailures(t *testing.T) {
 func TestArgvRoundTrip(t *testing.T) {
 	in := Spec{Path: "/usr/bin/gunicorn", Args: []string{"gunicorn", "-w", "2", "--", "app:app"}, Dir: "/srv",
 		SetUmask: true, Umask: 0o007, SetCreds: true, UID: 33, GID: 33, Groups: []uint32{33, 4},
-		ListenFDs: 2, FDNames: []string{"a.sock", "b.sock"}}
+		ListenFDs: 2, FDNames: []string{"a.sock", "b.sock"}, KeepFDs: 2}
 	argv := in.Argv("/usr/sbin/sockvisor")
 	if argv[0] != "/usr/sbin/sockvisor" || argv[1] != Arg {
 		t.Fatalf("argv %q does not start with the shim", argv)
@@ -315,5 +326,79 @@ func TestEnviron(t *testing.T) {
 	}
 	if got := Environ(nil, Account{}, nil); !reflect.DeepEqual(got, []string{"PATH=" + DefaultPath}) {
 		t.Fatalf("empty Environ = %q", got)
+	}
+}
+
+// TestShimClosesInheritedFDs reproduces issue [K] item 5: after
+// `exec 7>>/root/secret.log; sockvisor run`, the backend had fd 7. Here the
+// shim inherits the handed-off socket at fd 3 and, like sockvisor's own
+// inherited fds, files at 4 to 7 without close-on-exec; the backend (a
+// helper that lists /proc/self/fd) must get fd 3 and nothing else above 2.
+func TestShimClosesInheritedFDs(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	exe := testutil.CopySelf(t, filepath.Join(dir, "shim.test"))
+	lfd := testutil.ListenUnix(t, filepath.Join(dir, "app.sock"), 16)
+	var leaks []int
+	for i := 0; i < 4; i++ {
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("secret-%d.log", i)), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		leaks = append(leaks, int(f.Fd()))
+	}
+	cases := []struct {
+		name string
+		spec Spec
+		fds  []int // passed as 3, 4, ...
+		want []int
+	}{
+		{"listen-fds", Spec{ListenFDs: 1}, append([]int{lfd}, leaks...), []int{3}},
+		// fpm and uWSGI's fd://3 take fd 3 without LISTEN_FDS.
+		{"keep without LISTEN_FDS", Spec{KeepFDs: 1}, append([]int{lfd}, leaks...), []int{3}},
+		{"nothing handed off", Spec{}, leaks, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			spec := c.spec
+			spec.Path, spec.Args = exe, []string{"backend"}
+			res := start(t, spec.Argv(exe), []string{"SV_SHIM_ROLE=report"}, c.fds...)
+			if res.code != 0 {
+				t.Fatalf("shim exited %d: %s", res.code, res.stderr)
+			}
+			var r reportData
+			if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
+				t.Fatalf("report %q: %v", res.stdout, err)
+			}
+			if !reflect.DeepEqual(r.Inherited, c.want) {
+				t.Errorf("backend inherited fds %v (%v); want only %v", r.Inherited, r.Targets, c.want)
+			}
+		})
+	}
+}
+
+// The fallback for kernels without close_range(2) marks the same fds, and
+// CloseOnExecFrom (what sockvisor run calls at start) marks them too.
+func TestMarkCloexecFrom(t *testing.T) {
+	for _, mark := range []func(int) error{markCloexecFrom, CloseOnExecFrom} {
+		testMark(t, mark)
+	}
+}
+
+func testMark(t *testing.T, mark func(int) error) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := mark(fd); err != nil {
+		t.Fatal(err)
+	}
+	if fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); fl&unix.FD_CLOEXEC == 0 {
+		t.Errorf("fd %d is not close-on-exec after markCloexecFrom", fd)
 	}
 }

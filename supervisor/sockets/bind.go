@@ -6,8 +6,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/supervisor/sockdiag"
 )
 
 // bindUmask is the umask a socket is bound under: the file starts as 0600,
@@ -37,15 +40,74 @@ func bindPrivate(fd int, path string) error {
 	return <-done
 }
 
-// bindSocket binds under bindUmask if it can and under the process umask
-// otherwise, which is still safe: the socket does not listen until its
-// owner and mode are set. private reports which happened.
-func bindSocket(fd int, path string) (private bool, err error) {
+// bind binds fd to name inside the held directory, under bindUmask if it
+// can and under the process umask otherwise, which is still safe: the
+// socket does not listen until its owner and mode are set. private reports
+// which happened.
+//
+// The address must be the socket's real path: getsockname(2) returns what
+// was bound, and backends use it (Gunicorn logs it and unlinks it at exit,
+// PHP-FPM matches FPM_SOCKETS against it), so binding a name relative to
+// the held directory or through /proc/self/fd would break them. The path
+// can resolve elsewhere if socket_dir was swapped meanwhile, so bind then
+// checks with sock_diag that the socket's file is the entry in the held
+// directory; if not, it removes the stray file and fails, before anything
+// chowns, links or listens on it (until then it is a root-only 0600 socket
+// nobody can connect to).
+func (d *Dir) bind(fd int, name string) (private bool, err error) {
+	path := d.join(name)
 	err = bindPrivate(fd, path)
-	if errors.Is(err, errNoPrivateUmask) {
-		return false, unix.Bind(fd, &unix.SockaddrUnix{Name: path})
+	private = !errors.Is(err, errNoPrivateUmask)
+	if !private {
+		err = unix.Bind(fd, &unix.SockaddrUnix{Name: path})
 	}
-	return true, err
+	if err != nil {
+		return private, err
+	}
+	return private, d.boundHere(fd, name)
+}
+
+// boundHere checks that the socket fd is bound to the file name in d, and
+// removes the file it is bound to otherwise.
+func (d *Dir) boundHere(fd int, name string) error {
+	var sst, st unix.Stat_t
+	if err := unix.Fstat(fd, &sst); err != nil {
+		return err
+	}
+	diag, derr := sockdiag.Lookup(sst.Ino)
+	if errors.Is(derr, sockdiag.ErrUnsupported) {
+		// Without sock_diag, settle for a socket at the name in the
+		// held directory.
+		if unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+			return nil
+		}
+	}
+	err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil && derr == nil && diag.Names(st.Dev, st.Ino) {
+		return nil
+	}
+	path := d.join(name)
+	if derr == nil {
+		removeStray(path, diag)
+	}
+	return fail(ErrUnsafe, errors.Join(err, derr), path, "socket %s was bound outside socket_dir %s: the path was swapped while sockvisor bound it, so sockvisor removed it and stopped; check who else can write the parent of %s", path, d.path, d.path)
+}
+
+// removeStray unlinks the file the socket diag is bound to, which the path
+// reached when the socket was bound but may not reach now (the swap may
+// have been undone). It retries for up to 200ms while the path names some
+// other file, and never unlinks a file that is not that socket's.
+func removeStray(path string, diag sockdiag.Stat) {
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		var st unix.Stat_t
+		if unix.Lstat(path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK && diag.Names(st.Dev, st.Ino) {
+			if removed, _ := unlinkSameAt(unix.AT_FDCWD, path, &st); removed {
+				return
+			}
+		}
+		runtime.Gosched()
+	}
 }
 
 // somaxconn is the kernel's cap on listen(2) backlogs, the default backlog.

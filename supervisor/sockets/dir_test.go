@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
@@ -57,7 +59,14 @@ func TestPrepareDirFixesOwnerAndMode(t *testing.T) {
 	base := testutil.ShortDir(t)
 	dir := filepath.Join(base, "s")
 	mkdir(t, dir, 0o755, 0, 0)
-	write(t, filepath.Join(dir, "keepme"), "x")
+	// Only sockvisor's own entries: its lock file, a stale socket of the
+	// config and its keep link, and a socket of an earlier config.
+	write(t, filepath.Join(dir, LockName), "")
+	staleSocket(t, filepath.Join(dir, "app.sock"))
+	if err := os.Link(filepath.Join(dir, "app.sock"), filepath.Join(dir, KeepName("app.sock"))); err != nil {
+		t.Fatal(err)
+	}
+	staleSocket(t, filepath.Join(dir, "old.sock"))
 	cfg := testConfig(t, dir, 1, "")
 	log, buf := testLog()
 
@@ -71,8 +80,10 @@ func TestPrepareDirFixesOwnerAndMode(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
 	}
-	if !exists(filepath.Join(dir, "keepme")) {
-		t.Error("PrepareDir touched the directory's contents")
+	for _, name := range []string{LockName, "app.sock", KeepName("app.sock"), "old.sock"} {
+		if !exists(filepath.Join(dir, name)) {
+			t.Errorf("PrepareDir touched the directory's contents: %s is gone", name)
+		}
 	}
 
 	// A socket_dir owned by socket_owner with a wrong group is fixed too.
@@ -248,5 +259,47 @@ func TestPrepareDirSymlinkHint(t *testing.T) {
 	err := PrepareDir(testConfig(t, filepath.Join(base, "run", "s"), 1, ""), log)
 	if want := "real path " + filepath.Join(base, "real", "s"); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("PrepareDir = %v; want a hint naming %s", err, want)
+	}
+}
+
+// Issue [K] item 1: sockvisor re-owned any existing directory, so
+// socket_dir = "/etc" would have become root:www-data 2750. It only
+// re-owns a directory holding nothing but its own entries, and names the
+// strays otherwise.
+func TestPrepareDirRefusesForeignEntries(t *testing.T) {
+	testutil.NeedRoot(t)
+	base := testutil.ShortDir(t)
+	dir := filepath.Join(base, "s")
+	mkdir(t, dir, 0o755, 0, 0)
+	write(t, filepath.Join(dir, "passwd"), "root:x:0:0")
+	mkdir(t, filepath.Join(dir, "conf.d"), 0o755, 0, 0)
+	os.Symlink("/etc/hostname", filepath.Join(dir, "hostname"))
+	staleSocket(t, filepath.Join(dir, "app.sock")) // ours: not named
+	cfg := testConfig(t, dir, 1, "")
+	log, _ := testLog()
+	err := PrepareDir(cfg, log)
+	if !errors.Is(err, ErrForeign) {
+		t.Fatalf("PrepareDir = %v; want ErrForeign", err)
+	}
+	for _, want := range []string{"conf.d (directory)", "hostname (symlink)", "passwd (file)", "will not change its owner, group or mode", "0755"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "app.sock") {
+		t.Errorf("error %q names sockvisor's own socket", err)
+	}
+	oneSentence(t, err, dir)
+	wantDir(t, dir, 0, 0, 0o755)
+
+	// Already right: nothing to re-own, so the strays are left alone.
+	if err := unix.Chown(dir, uidDaemon, gidWWW); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Chmod(dir, 0o2750); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrepareDir(cfg, log); err != nil {
+		t.Errorf("PrepareDir on a correct directory with strays = %v", err)
 	}
 }

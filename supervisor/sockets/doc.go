@@ -30,10 +30,26 @@
 // socket_dir_mode. An existing socket_dir owned by anyone else, or writable by
 // others than its owner (beyond what socket_dir_mode grants socket_group), is
 // refused rather than repaired: whoever could write it may have left links in
-// it. Otherwise a wrong owner, group or mode is fixed and logged.
+// it. A wrong owner, group or mode is fixed and logged only if socket_dir
+// holds nothing but sockvisor's own entries (its lock file, sockets and
+// their keep links): a directory holding anything else may be someone
+// else's, and is refused with the stray entries named. Well-known system
+// directories (config.SystemDir: /etc, /var, /run, /usr...) are refused
+// outright.
 //
-// Order of use: PrepareDir, then LockDir, then Sweep, Create, Adopt and Remove
-// while the lock is held. The lock serialises sockvisor processes; it is not
-// held by running backends, so a sweep can run beside a running daemon and
-// keeps its sockets because they are live.
+// Once prepared, socket_dir is only used through a descriptor (Dir): the
+// lock file, sweeps, sockets, their owner, mode and keep links are all made
+// relative to it (openat, fstatat, fchownat, linkat, unlinkat, never
+// following symlinks), so swapping the path afterwards cannot redirect
+// them. The path-based functions open the directory again one component at
+// a time without following symlinks, and refuse a directory other than the
+// one PrepareDir prepared. bind(2) alone takes a path (the socket must carry
+// its real path for getsockname); afterwards sock_diag must confirm the
+// socket's file is the entry in the held directory, or the stray is removed
+// and Create fails before the socket is chowned, linked or listening.
+//
+// Order of use: PrepareDir (or OpenDir), then LockDir, then Sweep, Create,
+// Adopt and Remove while the lock is held. The lock serialises sockvisor
+// processes; it is not held by running backends, so a sweep can run beside a
+// running daemon and keeps its sockets because they are live.
 package sockets

@@ -37,7 +37,11 @@ type Listener struct {
 	sockIno uint64
 	// dev and ino identify the file both the path and the keep link name.
 	dev, ino uint64
-	log      hclog.Logger
+	// dirDev and dirIno identify socket_dir: later repairs (EnsurePath,
+	// Remove) reopen it without following symlinks and check it is the
+	// same directory.
+	dirDev, dirIno uint64
+	log            hclog.Logger
 
 	mu     sync.Mutex // serialises EnsurePath, Repair, Close and Remove
 	closed bool       // guarded by mu
@@ -49,16 +53,32 @@ type Listener struct {
 // Create makes the listening socket spec with socket_owner, socket_group, the
 // backend's socket_mode and the SELinux type, removing a stale socket at the
 // path first. A live socket or a non-socket file at the path is an error and
-// left untouched. Call it with LockDir held, after PrepareDir.
+// left untouched. Call it with LockDir held, after PrepareDir. It opens
+// socket_dir without following symlinks and works inside it as Dir.Create.
 func Create(cfg *config.Config, spec config.Socket, log hclog.Logger) (*Listener, error) {
+	d, err := openHeld(cfg.SocketDir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Create(cfg, spec, log)
+}
+
+// Create is the package-level Create inside the held directory: the socket
+// is bound, checked, chowned, chmodded and linked relative to it.
+func (d *Dir) Create(cfg *config.Config, spec config.Socket, log hclog.Logger) (*Listener, error) {
 	b, err := backendOf(cfg, spec)
 	if err != nil {
 		return nil, err
 	}
+	if d.path != cfg.SocketDir {
+		return nil, fmt.Errorf("sockets: socket %s is not inside the held directory %s", spec.Path, d.path)
+	}
 	log = log.With("socket", spec.Path)
+	name, keepName := spec.Name, KeepName(spec.Name)
 	keep := keepPath(spec.Path)
-	for _, p := range []string{spec.Path, keep} {
-		if err := ClearStale(p, log); err != nil {
+	for _, n := range []string{name, keepName} {
+		if err := d.clearStale(n, log); err != nil {
 			return nil, err
 		}
 	}
@@ -73,9 +93,12 @@ func Create(cfg *config.Config, spec config.Socket, log hclog.Logger) (*Listener
 			unix.Close(fd)
 		}
 	}()
-	private, err := bindSocket(fd, spec.Path)
+	private, err := d.bind(fd, name)
 	if errors.Is(err, unix.EADDRINUSE) {
 		return nil, fail(ErrInUse, err, spec.Path, "socket %s appeared while sockvisor was creating it; is another sockvisor using socket_dir %s?", spec.Path, cfg.SocketDir)
+	}
+	if errors.Is(err, ErrUnsafe) {
+		return nil, err // it landed outside socket_dir; the error says so
 	}
 	if err != nil {
 		return nil, fail(nil, err, spec.Path, "cannot bind socket %s: %v; check that socket_dir %s exists and sockvisor runs as root", spec.Path, err, cfg.SocketDir)
@@ -84,15 +107,15 @@ func Create(cfg *config.Config, spec config.Socket, log hclog.Logger) (*Listener
 		log.Debug("bound under the process umask; this thread may not unshare its umask")
 	}
 	var st unix.Stat_t
-	if err := unix.Lstat(spec.Path, &st); err != nil {
+	if err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, fmt.Errorf("sockets: lstat %s after bind: %w", spec.Path, err)
 	}
 	defer func() {
 		if !ok {
-			unlinkSame(spec.Path, &st)
+			unlinkSameAt(d.fd, name, &st)
 		}
 	}()
-	if err := fixFile(spec.Path, &st, cfg.SocketUID, cfg.SocketGID, uint32(b.SocketMode), cfg.SELinuxType); err != nil {
+	if err := fixFileAt(d.fd, name, spec.Path, &st, cfg.SocketUID, cfg.SocketGID, uint32(b.SocketMode), cfg.SELinuxType); err != nil {
 		return nil, err
 	}
 	backlog := cfg.Backlog
@@ -107,7 +130,8 @@ func Create(cfg *config.Config, spec config.Socket, log hclog.Logger) (*Listener
 	if err := unix.Fstat(fd, &fst); err != nil {
 		return nil, fmt.Errorf("sockets: fstat socket %s: %w", spec.Path, err)
 	}
-	if err := unix.Link(spec.Path, keep); err != nil {
+	// linkat without AT_SYMLINK_FOLLOW links the entry itself.
+	if err := unix.Linkat(d.fd, name, d.fd, keepName, 0); err != nil {
 		return nil, fail(ErrInUse, err, keep, "cannot create the keep link %s for socket %s: %v; remove %s if it is a leftover", keep, spec.Path, err, keep)
 	}
 	ok = true
@@ -120,6 +144,8 @@ func Create(cfg *config.Config, spec config.Socket, log hclog.Logger) (*Listener
 		sockIno: fst.Ino,
 		dev:     st.Dev,
 		ino:     st.Ino,
+		dirDev:  d.dev,
+		dirIno:  d.ino,
 		log:     log,
 	}, nil
 }
@@ -170,15 +196,27 @@ func Adopt(cfg *config.Config, spec config.Socket, f *os.File, log hclog.Logger)
 		return nil, fail(ErrMismatch, nil, spec.Path, "inherited socket is bound to %q, not %s; clear the fd store (systemctl stop sockvisor) and start again", name, spec.Path)
 	}
 
-	l := &Listener{spec: spec, keep: keepPath(spec.Path), f: f, sockIno: fst.Ino, log: log}
-	if err := l.identify(); err != nil {
+	d, err := openHeld(cfg.SocketDir)
+	if err != nil {
 		return nil, err
 	}
-	if _, err := l.EnsurePath(); err != nil {
+	defer d.Close()
+	l := &Listener{spec: spec, keep: keepPath(spec.Path), f: f, sockIno: fst.Ino, dirDev: d.dev, dirIno: d.ino, log: log}
+	if err := l.identify(d); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	// The fd store hands back a socket a backend shut down as readily as
+	// a live one: replace it before anything is started on it.
+	if _, err = l.repairLocked(); err == nil {
+		_, err = l.ensureLocked(d)
+	}
+	l.mu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	st := unix.Stat_t{Dev: l.dev, Ino: l.ino}
-	if err := fixFile(spec.Path, &st, cfg.SocketUID, cfg.SocketGID, uint32(b.SocketMode), cfg.SELinuxType); err != nil {
+	if err := fixFileAt(d.fd, spec.Name, spec.Path, &st, cfg.SocketUID, cfg.SocketGID, uint32(b.SocketMode), cfg.SELinuxType); err != nil {
 		return nil, err
 	}
 	log.Info("adopted socket from the fd store")
@@ -187,8 +225,8 @@ func Adopt(cfg *config.Config, spec config.Socket, f *os.File, log hclog.Logger)
 
 // identify finds which file the adopted socket is bound to, clearing stale
 // sockets that took its names, and sets l.dev and l.ino.
-func (l *Listener) identify() error {
-	d, err := sockdiag.Lookup(l.sockIno)
+func (l *Listener) identify(d *Dir) error {
+	diag, err := sockdiag.Lookup(l.sockIno)
 	known := err == nil
 	if err != nil && !errors.Is(err, sockdiag.ErrUnsupported) {
 		return fmt.Errorf("sockets: identify inherited socket %s: %w", l.spec.Path, err)
@@ -197,16 +235,17 @@ func (l *Listener) identify() error {
 		l.log.Warn("sock_diag unavailable; trusting that the socket file at the path is the inherited socket")
 	}
 	found := false
-	for _, p := range []string{l.spec.Path, l.keep} {
+	for _, n := range []string{l.spec.Name, KeepName(l.spec.Name)} {
+		p := d.join(n)
 		var st unix.Stat_t
-		err := unix.Lstat(p, &st)
+		err := unix.Fstatat(d.fd, n, &st, unix.AT_SYMLINK_NOFOLLOW)
 		if errors.Is(err, unix.ENOENT) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("sockets: lstat %s: %w", p, err)
 		}
-		if st.Mode&unix.S_IFMT == unix.S_IFSOCK && (!known || d.Names(st.Dev, st.Ino)) {
+		if st.Mode&unix.S_IFMT == unix.S_IFSOCK && (!known || diag.Names(st.Dev, st.Ino)) {
 			if !found {
 				l.dev, l.ino, found = st.Dev, st.Ino, true
 				continue
@@ -216,7 +255,7 @@ func (l *Listener) identify() error {
 			}
 		}
 		// Something else took the name: only a stale socket may be cleared.
-		if err := ClearStale(p, l.log); err != nil {
+		if err := d.clearStale(n, l.log); err != nil {
 			return err
 		}
 	}
@@ -280,11 +319,35 @@ func (l *Listener) EnsurePath() (restored bool, err error) {
 	if _, err := l.repairLocked(); err != nil {
 		return false, err
 	}
-	pathOurs, err := l.ownsLocked(l.spec.Path)
+	d, err := l.openDir()
 	if err != nil {
 		return false, err
 	}
-	keepOurs, err := l.ownsLocked(l.keep)
+	defer d.Close()
+	return l.ensureLocked(d)
+}
+
+// openDir reopens socket_dir without following symlinks and checks it is
+// the directory the socket was made in.
+func (l *Listener) openDir() (*Dir, error) {
+	d, err := openHeld(filepath.Dir(l.spec.Path))
+	if err != nil {
+		return nil, err
+	}
+	if d.dev != l.dirDev || d.ino != l.dirIno {
+		d.Close()
+		return nil, fail(ErrUnsafe, nil, l.spec.Path, "socket_dir %s is no longer the directory socket %s was made in; someone replaced it: check who can write its parent", d.path, l.spec.Path)
+	}
+	return d, nil
+}
+
+func (l *Listener) ensureLocked(d *Dir) (restored bool, err error) {
+	name, keepName := l.spec.Name, KeepName(l.spec.Name)
+	pathOurs, err := l.ownsLocked(d, name)
+	if err != nil {
+		return false, err
+	}
+	keepOurs, err := l.ownsLocked(d, keepName)
 	if err != nil {
 		return false, err
 	}
@@ -292,14 +355,14 @@ func (l *Listener) EnsurePath() (restored bool, err error) {
 	case pathOurs && keepOurs:
 		return false, nil
 	case pathOurs:
-		if err := unix.Link(l.spec.Path, l.keep); err != nil {
+		if err := unix.Linkat(d.fd, name, d.fd, keepName, 0); err != nil {
 			return false, fail(ErrLost, err, l.keep, "cannot recreate keep link %s for socket %s: %v", l.keep, l.spec.Path, err)
 		}
 		l.log.Info("recreated the keep link", "keep", l.keep)
 		return false, nil
 	case keepOurs:
 		// link(2) fails rather than replace a file that appeared meanwhile.
-		if err := unix.Link(l.keep, l.spec.Path); err != nil {
+		if err := unix.Linkat(d.fd, keepName, d.fd, name, 0); err != nil {
 			return false, fail(ErrLost, err, l.spec.Path, "cannot restore deleted socket path %s from %s: %v", l.spec.Path, l.keep, err)
 		}
 		l.log.Info("restored deleted socket path from its keep link")
@@ -309,11 +372,12 @@ func (l *Listener) EnsurePath() (restored bool, err error) {
 	}
 }
 
-// ownsLocked reports whether p names this socket's file; false if p is
-// missing; an error if another file sits there.
-func (l *Listener) ownsLocked(p string) (bool, error) {
+// ownsLocked reports whether name in d names this socket's file; false if
+// it is missing; an error if another file sits there.
+func (l *Listener) ownsLocked(d *Dir, name string) (bool, error) {
+	p := d.join(name)
 	var st unix.Stat_t
-	err := unix.Lstat(p, &st)
+	err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return false, nil
@@ -351,9 +415,14 @@ func (l *Listener) Remove() error {
 	defer l.mu.Unlock()
 	errs := []error{l.closeLocked()}
 	want := unix.Stat_t{Dev: l.dev, Ino: l.ino}
-	for _, p := range []string{l.spec.Path, l.keep} {
-		if _, err := unlinkSame(p, &want); err != nil {
-			errs = append(errs, fmt.Errorf("sockets: remove %s: %w", p, err))
+	d, err := l.openDir()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	defer d.Close()
+	for _, n := range []string{l.spec.Name, KeepName(l.spec.Name)} {
+		if _, err := unlinkSameAt(d.fd, n, &want); err != nil {
+			errs = append(errs, fmt.Errorf("sockets: remove %s: %w", d.join(n), err))
 		}
 	}
 	l.log.Info("removed socket")
@@ -367,14 +436,19 @@ func FixSocketFile(cfg *config.Config, spec config.Socket) error {
 	if err != nil {
 		return err
 	}
+	d, err := openHeld(cfg.SocketDir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
 	var st unix.Stat_t
-	if err := unix.Lstat(spec.Path, &st); err != nil {
+	if err := unix.Fstatat(d.fd, spec.Name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fail(ErrLost, err, spec.Path, "socket %s does not exist (%v); check that backend %q binds exactly this path", spec.Path, err, spec.Backend)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return fail(ErrNotSocket, nil, spec.Path, "%s is %s, not a socket; check that backend %q binds exactly this path", spec.Path, kindOf(st.Mode).article(), spec.Backend)
 	}
-	return fixFile(spec.Path, &st, cfg.SocketUID, cfg.SocketGID, uint32(b.SocketMode), cfg.SELinuxType)
+	return fixFileAt(d.fd, spec.Name, spec.Path, &st, cfg.SocketUID, cfg.SocketGID, uint32(b.SocketMode), cfg.SELinuxType)
 }
 
 // WaitForSocket waits until a socket at path is listening, as a backend that
@@ -411,10 +485,32 @@ func listening(path string) bool {
 }
 
 // ClearStale makes room at p: nothing there is fine, a stale socket is
-// removed, anything else is an error naming what holds the path.
+// removed, anything else is an error naming what holds the path. It opens
+// p's directory once and works relative to it, so the file it judges is the
+// file it removes.
 func ClearStale(p string, log hclog.Logger) error {
+	dir := filepath.Dir(p)
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil // no directory, so nothing at p
+		}
+		return fmt.Errorf("sockets: open %s: %w", dir, err)
+	}
+	d, err := newDir(fd, dir)
+	if err != nil {
+		unix.Close(fd)
+		return err
+	}
+	defer d.Close()
+	return d.clearStale(filepath.Base(p), log)
+}
+
+// clearStale is ClearStale for the entry name of d.
+func (d *Dir) clearStale(name string, log hclog.Logger) error {
+	p := d.join(name)
 	var st unix.Stat_t
-	err := unix.Lstat(p, &st)
+	err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
@@ -424,7 +520,7 @@ func ClearStale(p string, log hclog.Logger) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return fail(ErrNotSocket, nil, p, "%s exists and is %s, not a socket; sockvisor never removes it: move it away or choose another socket name", p, kindOf(st.Mode).article())
 	}
-	r := probe(p, DefaultProbeTimeout)
+	r := probe(d.addr(name), DefaultProbeTimeout)
 	switch r.state {
 	case probeGone:
 		return nil
@@ -443,7 +539,7 @@ func ClearStale(p string, log hclog.Logger) error {
 		return fail(ErrInUse, nil, p, "socket %s is bound by another process that is not listening on it (yet); stop that process or choose another socket name", p)
 	}
 	_, why := b.judge(&st)
-	removed, err := unlinkSame(p, &st)
+	removed, err := unlinkSameAt(d.fd, name, &st)
 	if err != nil {
 		return fail(nil, err, p, "cannot remove stale socket %s: %v", p, err)
 	}
@@ -453,11 +549,13 @@ func ClearStale(p string, log hclog.Logger) error {
 	return nil
 }
 
-// fixFile sets owner, group, mode and SELinux type on the socket file at
-// path, which must still be the file want describes. It works through an
-// O_PATH descriptor, so a file swapped in meanwhile is never changed.
-func fixFile(path string, want *unix.Stat_t, uid, gid int, mode uint32, seType string) error {
-	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+// fixFileAt sets owner, group, mode and SELinux type on the socket file
+// name in the directory dirfd (path is for messages), which must still be
+// the file want describes. It works through an O_PATH descriptor opened
+// without following symlinks, so a file swapped in meanwhile is never
+// changed.
+func fixFileAt(dirfd int, name, path string, want *unix.Stat_t, uid, gid int, mode uint32, seType string) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fail(ErrLost, err, path, "cannot open socket %s to set its permissions: %v", path, err)
 	}
@@ -483,11 +581,6 @@ func fixFile(path string, want *unix.Stat_t, uid, gid int, mode uint32, seType s
 		return fail(nil, err, path, "cannot label socket %s with SELinux type %s: %v; check selinux_type", path, seType, err)
 	}
 	return nil
-}
-
-// unlinkSame unlinks the socket at p if it is still the file want describes.
-func unlinkSame(p string, want *unix.Stat_t) (bool, error) {
-	return unlinkSameAt(unix.AT_FDCWD, p, want)
 }
 
 func unlinkSameAt(dirfd int, name string, want *unix.Stat_t) (bool, error) {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -93,24 +91,24 @@ type SweepOptions struct {
 // LockDir held. Entries it could not remove are reported as kept and their
 // errors are joined into err.
 func Sweep(ctx context.Context, dir string, opts SweepOptions, log hclog.Logger) ([]Entry, error) {
+	d, err := openHeld(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Sweep(ctx, opts, log)
+}
+
+// Sweep is the package-level Sweep on the held directory.
+func (d *Dir) Sweep(ctx context.Context, opts SweepOptions, log hclog.Logger) ([]Entry, error) {
 	if opts.ProbeTimeout <= 0 {
 		opts.ProbeTimeout = DefaultProbeTimeout
 	}
-	dfd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		var kind error
-		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-			kind = ErrUnsafe
-		}
-		return nil, fail(kind, err, dir, "cannot open socket_dir %s for sweeping: %v; it must be an existing directory, not a symlink", dir, err)
-	}
-	d := os.NewFile(uintptr(dfd), dir)
-	defer d.Close()
-	names, err := d.Readdirnames(-1)
+	dir, dfd := d.path, d.fd
+	names, err := d.names()
 	if err != nil {
 		return nil, fmt.Errorf("sockets: read %s: %w", dir, err)
 	}
-	sort.Strings(names)
 
 	type candidate struct {
 		i  int
@@ -145,7 +143,7 @@ func Sweep(ctx context.Context, dir string, opts SweepOptions, log hclog.Logger)
 		default:
 			// Probe through the directory descriptor: short, and immune to
 			// the directory being renamed under us.
-			r := probe(fdPath(dfd)+"/"+name, opts.ProbeTimeout)
+			r := probe(d.addr(name), opts.ProbeTimeout)
 			if r.state == probeRefused {
 				candidates = append(candidates, candidate{len(report), st})
 				e.Action, e.Reason = ActionKept, "refused a connection; the sweep stopped before deciding"
@@ -211,8 +209,19 @@ func keepTarget(name string) string {
 // sockvisor processes (a daemon starting or reloading, a sweep); release it
 // as soon as the sockets are prepared. release is safe to call twice.
 func LockDir(ctx context.Context, dir string) (release func() error, err error) {
-	p := filepath.Join(dir, LockName)
-	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	d, err := openHeld(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Lock(ctx)
+}
+
+// Lock is LockDir on the held directory: the lock file is opened relative
+// to it, never through the path.
+func (d *Dir) Lock(ctx context.Context) (release func() error, err error) {
+	dir, p := d.path, d.join(LockName)
+	fd, err := unix.Openat(d.fd, LockName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fail(ErrUnsafe, err, p, "cannot open lock file %s: %v; run as root and make sure socket_dir %s exists", p, err, dir)
 	}
