@@ -19,6 +19,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -117,6 +118,13 @@ type InstanceStatus struct {
 	NextStart *time.Time `json:"next_start,omitempty"`
 	// StatusText is the last STATUS= the backend sent over sd_notify.
 	StatusText string `json:"status_text,omitempty"`
+	// MainPID is the main process the backend named with MAINPID=, when
+	// it is not PID; signals go to it.
+	MainPID int `json:"main_pid,omitempty"`
+	// Notified: the process sent READY=1.
+	Notified bool `json:"notified,omitempty"`
+	// Reloading: the process sent RELOADING=1 and no READY=1 since.
+	Reloading bool `json:"reloading,omitempty"`
 }
 
 // Status is a snapshot of the whole backend. Its top-level fields summarize
@@ -160,6 +168,9 @@ type Backend struct {
 	status  Status
 	changed chan struct{} // closed and replaced on every status change
 	ready   chan struct{} // closed the first time every instance is ready
+	// startErr is the latest failed start of an instance never ready yet;
+	// WaitReady returns it.
+	startErr *StartError
 
 	// Owner goroutine only.
 	insts       []*instance
@@ -180,6 +191,7 @@ type instance struct {
 	sock Socket // nil for handoff self
 	spec config.Socket
 	path string
+	slot probeSlot // the one pending probe connection; see ready.go
 
 	cur  *proc // serving, or starting
 	next *proc // replacement being started
@@ -188,7 +200,9 @@ type instance struct {
 	spawnWhenGone bool
 
 	state     State
-	failures  int // consecutive failed runs
+	everReady bool        // some process of in has been ready
+	startErr  *StartError // latest failed start while never ready
+	failures  int         // consecutive failed runs
 	restarts  int
 	lastExit  *Exit
 	lastErr   string
@@ -325,7 +339,7 @@ func New(b *config.Backend, socks []Socket, opts Options) *Backend {
 		be.exe = exe
 	}
 	for i, s := range b.Sockets {
-		in := &instance{idx: i, spec: s, path: s.Path, state: StateStopped}
+		in := &instance{idx: i, spec: s, path: s.Path, state: StateStopped, slot: newProbeSlot()}
 		if b.Handoff != "self" {
 			if i < len(socks) && !isNil(socks[i]) {
 				in.sock = socks[i]
@@ -339,6 +353,13 @@ func New(b *config.Backend, socks []Socket, opts Options) *Backend {
 	be.acct = account(b.UID, b.User)
 	be.publish()
 	return be
+}
+
+func (b *Backend) openNotify() (*notifySocket, error) {
+	if err := b.ensureStateDir(); err != nil {
+		return nil, err
+	}
+	return listenNotify(b.stateDir, b.cfg, b.log)
 }
 
 // isNil also catches a nil pointer stored in the interface, such as a
@@ -386,10 +407,10 @@ func (b *Backend) Run(ctx context.Context) error {
 		close(b.quit)
 		return b.newErr
 	}
-	{
-		n, err := listenNotify(b.cfg.Name)
+	if b.cfg.Notify {
+		n, err := b.openNotify()
 		if err != nil {
-			b.log.Warn("readiness falls back to the probe alone", "error", err)
+			b.log.Warn("no notify socket; readiness falls back to the probe alone", "error", err)
 		} else {
 			b.notify = n
 			b.helpers.Add(1)
@@ -427,6 +448,9 @@ func (b *Backend) Run(ctx context.Context) error {
 	}
 	b.helpers.Wait()
 	b.stopStrays() // setsid'd processes still holding the socket or pipes
+	for _, in := range b.insts {
+		in.slot.drain()
+	}
 	b.waitOutput()
 	for _, r := range b.stopReplies {
 		b.answer(r, b.runErr)
@@ -486,12 +510,21 @@ func (b *Backend) spawn(in *instance) {
 	if err != nil {
 		b.log.Error("start failed", "instance", in.idx, "error", err)
 		in.lastErr = err.Error()
-		in.finishOps(err)
+		b.startFailed(in, b.startError(in, nil, nil, err))
 		b.scheduleRestart(in, nil)
 		return
 	}
 	in.cur = p
 	b.track(p)
+}
+
+// startFailed reports a failed start attempt to the calls waiting on in
+// and, while in has never been ready, to WaitReady.
+func (b *Backend) startFailed(in *instance, err *StartError) {
+	if !in.everReady {
+		in.startErr = err
+	}
+	in.finishOps(err)
 }
 
 // track registers p and starts its readiness probe.
@@ -607,17 +640,20 @@ func (b *Backend) exited(p *proc, ws syscall.WaitStatus) {
 	case in.cur:
 		in.cur = nil
 		in.lastErr = fmt.Sprintf("process %d %s", p.pid, ex.describe())
-		in.finishOps(fmt.Errorf("backend %q instance %d: %s before it was ready", b.cfg.Name, in.idx, in.lastErr))
+		if !p.ready {
+			in.lastErr += " before it was ready"
+			b.startFailed(in, b.startError(in, p, ex, nil))
+		}
 		if in.next == nil {
 			b.scheduleRestart(in, p)
 		} else {
 			in.state = StateStarting // the replacement takes over when ready
 		}
 	case in.next:
+		serr := b.startError(in, p, ex, nil)
 		in.next = nil
 		in.lastErr = fmt.Sprintf("new process %d %s before it was ready", p.pid, ex.describe())
-		err := fmt.Errorf("backend %q instance %d: %s; the old process keeps serving", b.cfg.Name, in.idx, in.lastErr)
-		in.finishOps(err)
+		b.startFailed(in, serr)
 		if in.cur == nil {
 			b.scheduleRestart(in, p)
 		}
@@ -679,27 +715,28 @@ func (b *Backend) notReady(p *proc, err error) {
 	in.lastErr = err.Error()
 	b.log.Error("not ready; stopping it", "instance", in.idx, "pid", p.pid, "error", err)
 	b.stopProc(p)
+	serr := b.startError(in, p, nil, err)
 	switch p {
 	case in.next:
 		in.next = nil
-		in.finishOps(fmt.Errorf("backend %q instance %d: new process is not ready (%w); the old process keeps serving", b.cfg.Name, in.idx, err))
+		b.startFailed(in, serr)
 		if in.cur == nil {
 			b.scheduleRestart(in, nil)
 		}
 	case in.cur:
 		in.cur = nil
-		in.finishOps(fmt.Errorf("backend %q instance %d: %w", b.cfg.Name, in.idx, err))
+		b.startFailed(in, serr)
 		if in.next == nil {
 			b.scheduleRestart(in, nil)
 		}
 	}
 }
 
-// maybeReady promotes p once the probe passed and, if the backend
-// notifies, READY=1 arrived. For a replacement the probe alone proves
-// little (the old process answers on the same socket); READY=1 from the
-// new process's group does. Presets that notify must; a generic backend is
-// expected to once any of its processes has.
+// maybeReady promotes p once its own group answered the probe (see
+// ready.go) and, if the backend notifies, READY=1 arrived from that group.
+// Presets that notify must send it; a generic backend is expected to once
+// any of its processes has. READY=1 alone is never enough: gunicorn's
+// arbiter sends it before its workers import the app.
 func (b *Backend) maybeReady(p *proc) {
 	if p.ready || !p.probeOK || (b.notify != nil && (b.srv.notifies || b.sawReady) && !p.notified) {
 		return
@@ -717,6 +754,8 @@ func (b *Backend) maybeReady(p *proc) {
 	}
 	in.state = StateReady
 	in.lastErr = ""
+	in.everReady = true
+	in.startErr = nil
 	b.log.Info("ready", "instance", in.idx, "pid", p.pid, "after", p.readyAt.Sub(p.started).Round(time.Millisecond))
 	in.finishOps(nil)
 }
@@ -747,11 +786,39 @@ func (b *Backend) notified(pid int, vars map[string]string) {
 	if s, ok := vars["STATUS"]; ok {
 		p.statusText = s
 	}
-	if vars["READY"] == "1" && !p.notified {
-		p.notified = true
-		b.sawReady = true
-		b.maybeReady(p)
+	if v, ok := vars["MAINPID"]; ok {
+		b.setMainPID(p, v)
 	}
+	if vars["RELOADING"] == "1" {
+		p.reloading = true
+	}
+	if vars["READY"] == "1" {
+		p.reloading = false
+		if !p.notified {
+			p.notified = true
+			b.sawReady = true
+			b.maybeReady(p)
+		}
+	}
+	// WATCHDOG=1 and STOPPING=1 need nothing: sockvisor sets no
+	// WATCHDOG_USEC and watches the process itself.
+}
+
+// setMainPID re-targets p's signals to the process MAINPID= names. Only a
+// live member of p's own group is accepted: a backend must not make
+// sockvisor signal someone else's process.
+func (b *Backend) setMainPID(p *proc, v string) {
+	pid, err := strconv.Atoi(v)
+	if err == nil && pid > 0 {
+		if st, serr := procfs.ReadStat(pid); serr == nil && st.PGID == p.pid && !st.Zombie() {
+			if pid != p.mainPID {
+				b.log.Info("main process changed", "instance", p.inst.idx, "pid", p.pid, "main_pid", pid)
+			}
+			p.mainPID = pid
+			return
+		}
+	}
+	b.log.Warn("ignoring MAINPID=: not a live process of the backend's group", "instance", p.inst.idx, "pid", p.pid, "main_pid", v)
 }
 
 // stopProc starts the staged stop of p's group: stop_signal, then SIGKILL
@@ -764,7 +831,7 @@ func (b *Backend) stopProc(p *proc) {
 	p.cancelProbe()
 	var err error
 	if b.srv.stopMain && !p.exited {
-		err = syscall.Kill(p.pid, b.cfg.StopSignal)
+		err = syscall.Kill(p.mainPID, b.cfg.StopSignal)
 	} else {
 		err = signalGroup(p.pid, b.cfg.StopSignal)
 	}
@@ -843,7 +910,7 @@ func (b *Backend) replace(in *instance) {
 		p, err := b.startProcess(in)
 		if err != nil {
 			in.lastErr = err.Error()
-			in.finishOps(fmt.Errorf("backend %q instance %d: %w; the old process keeps serving", b.cfg.Name, in.idx, err))
+			b.startFailed(in, b.startError(in, nil, nil, err))
 			return
 		}
 		in.next = p
@@ -859,10 +926,10 @@ func (b *Backend) reloadSignal(reply chan error) {
 		case in.cur == nil || !in.cur.ready:
 			errs = append(errs, fmt.Errorf("backend %q instance %d is not running and ready (state %s); reload it once it is, or restart it", b.cfg.Name, in.idx, in.state))
 		default:
-			if err := syscall.Kill(in.cur.pid, b.cfg.ReloadSignal); err != nil {
-				errs = append(errs, fmt.Errorf("sending %s to process %d: %w", unix.SignalName(b.cfg.ReloadSignal), in.cur.pid, err))
+			if err := syscall.Kill(in.cur.mainPID, b.cfg.ReloadSignal); err != nil {
+				errs = append(errs, fmt.Errorf("sending %s to process %d: %w", unix.SignalName(b.cfg.ReloadSignal), in.cur.mainPID, err))
 			} else {
-				b.log.Info("reload signal sent", "instance", in.idx, "pid", in.cur.pid, "signal", unix.SignalName(b.cfg.ReloadSignal))
+				b.log.Info("reload signal sent", "instance", in.idx, "pid", in.cur.mainPID, "signal", unix.SignalName(b.cfg.ReloadSignal))
 			}
 		}
 	}
@@ -894,12 +961,17 @@ func (b *Backend) call(ctx context.Context, kind reqKind) error {
 // a new process starts on the same socket, and the old one is stopped
 // once the new one is ready (both accept meanwhile). For handoff self the
 // old process stops first; connections fail in between. A backend that is
-// backing off or failed is started at once. It returns when every
-// instance is done, or with the reasons some could not be replaced.
+// backing off or failed is started at once. It returns nil when every
+// instance is replaced. Otherwise it returns as soon as each instance's
+// attempt is decided: the moment a new process exits, not after
+// ready.timeout. Each failed instance contributes a *StartError (joined
+// with errors.Join when several fail; use errors.As) naming the backend,
+// the exit status and the new process's last output lines; the old
+// process of that instance keeps serving. ctx ending returns ctx.Err().
 func (b *Backend) Restart(ctx context.Context) error { return b.call(ctx, reqRestart) }
 
 // Reload sends reload_signal to each instance's main process, or replaces
-// it as Restart does when reload_signal is "replace".
+// it as Restart does (same errors) when reload_signal is "replace".
 func (b *Backend) Reload(ctx context.Context) error { return b.call(ctx, reqReload) }
 
 // Stop stops every process group (stop_signal, stop_timeout, SIGKILL) and
@@ -913,15 +985,26 @@ func (b *Backend) Done() <-chan struct{} { return b.done }
 // Ready is closed the first time every instance is ready.
 func (b *Backend) Ready() <-chan struct{} { return b.ready }
 
-// WaitReady returns nil once every instance is ready, or an error when
-// ctx ends first (naming the last problem) or the backend stops.
+// WaitReady returns nil once every instance is ready. It does not wait
+// for ctx when a start fails: while an instance has never been ready, the
+// failure of a start attempt of it (the process exited, or was not ready
+// within ready.timeout, or could not be started) makes WaitReady return at
+// once with that attempt's *StartError, which wraps ErrNotReady and
+// carries the exit status and the last output lines (use errors.As). The
+// backend keeps retrying under its restart policy; stop it if the failure
+// is final for you. Otherwise it returns an error wrapping ctx.Err() when
+// ctx ends first (naming the last problem), or ErrStopped once the backend
+// stopped. This is a contract the daemon relies on.
 func (b *Backend) WaitReady(ctx context.Context) error {
 	for {
 		b.mu.Lock()
-		st, ch := b.status, b.changed
+		st, ch, serr := b.status, b.changed, b.startErr
 		b.mu.Unlock()
 		if st.Ready {
 			return nil
+		}
+		if serr != nil {
+			return serr
 		}
 		select {
 		case <-ch:
@@ -978,6 +1061,11 @@ func (b *Backend) publish() {
 			is.PID = p.pid
 			is.Ready = p.ready
 			is.StatusText = p.statusText
+			is.Notified = p.notified
+			is.Reloading = p.reloading
+			if p.mainPID != p.pid {
+				is.MainPID = p.mainPID
+			}
 			t := p.started
 			is.StartedAt = &t
 		}
@@ -1005,8 +1093,15 @@ func (b *Backend) publish() {
 	if len(st.Instances) == 0 {
 		st.State = StateStopped
 	}
+	var serr *StartError
+	for _, in := range b.insts {
+		if in.startErr != nil && (serr == nil || serr.Instance > in.idx) {
+			serr = in.startErr
+		}
+	}
 	b.mu.Lock()
 	b.status = st
+	b.startErr = serr
 	close(b.changed)
 	b.changed = make(chan struct{})
 	if st.Ready {

@@ -46,6 +46,107 @@ func playRole(role string) int {
 	switch role {
 	case "exit1":
 		return 1
+	case "silent":
+		// Holds the socket (fd 3) and never accepts, like a server stuck
+		// loading its app; exits on TERM.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		d, _ := time.ParseDuration(os.Getenv("SV_DELAY"))
+		if d == 0 {
+			d = time.Minute
+		}
+		select {
+		case <-sig:
+			return 0
+		case <-time.After(d):
+			fmt.Fprintln(os.Stderr, "gave up without accepting")
+			return 1
+		}
+	case "leftover":
+		// A server from an earlier generation, still accepting on fd 3.
+		l, err := net.FileListener(os.NewFile(3, "listener"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 4
+		}
+		serveHTTP(l, nil)
+		return 0
+	case "switchable":
+		// Reads SV_MODE_FILE at start: "broken" boots for SV_DELAY and
+		// exits 1, "stuck" never accepts, anything else serves HTTP.
+		switch m, _ := os.ReadFile(os.Getenv("SV_MODE_FILE")); strings.TrimSpace(string(m)) {
+		case "broken":
+			return playRole("boot-fail")
+		case "stuck":
+			os.Setenv("SV_DELAY", "1m")
+			return playRole("silent")
+		}
+		return playRole("http")
+	case "pause":
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		<-sig
+		return 0
+	case "notify-send":
+		// Sends SV_MESSAGE to SV_NOTIFY; exit 1 if it cannot.
+		c, err := net.Dial("unixgram", os.Getenv("SV_NOTIFY"))
+		if err == nil {
+			_, err = c.Write([]byte(os.Getenv("SV_MESSAGE")))
+			c.Close()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	case "notify-flood":
+		// Sends SV_COUNT datagrams to SV_NOTIFY claiming uid SV_UID (root
+		// may claim any).
+		n, _ := strconv.Atoi(os.Getenv("SV_COUNT"))
+		uid, _ := strconv.Atoi(os.Getenv("SV_UID"))
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return 1
+		}
+		oob := unix.UnixCredentials(&unix.Ucred{Pid: int32(os.Getpid()), Uid: uint32(uid), Gid: uint32(uid)})
+		to := &unix.SockaddrUnix{Name: os.Getenv("SV_NOTIFY")}
+		for range n {
+			if err := unix.Sendmsg(fd, []byte("STATUS=flood\nREADY=1"), oob, to, 0); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
+		return 0
+	case "setsid-parent":
+		// Accepts nothing itself: a child in a session (and group) of its
+		// own serves fd 3, as a server that setsid's its workers does.
+		exe, _ := os.Executable()
+		child, err := syscall.ForkExec(exe, []string{exe}, &syscall.ProcAttr{
+			Env:   []string{"SV_ROLE=leftover"},
+			Files: []uintptr{0, 1, 2, 3},
+			Sys:   &syscall.SysProcAttr{Setsid: true},
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 5
+		}
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		<-sig
+		syscall.Kill(child, syscall.SIGTERM)
+		var ws syscall.WaitStatus
+		syscall.Wait4(child, &ws, 0, nil)
+		return 0
+	case "notifier":
+		return notifier()
+	case "boot-fail":
+		// A server that boots for SV_DELAY, then dies of a broken app.
+		fmt.Println("booting")
+		d, _ := time.ParseDuration(os.Getenv("SV_DELAY"))
+		time.Sleep(d)
+		fmt.Fprintln(os.Stderr, "Traceback (most recent call last):")
+		fmt.Fprintln(os.Stderr, "RuntimeError: broken app")
+		return 1
 	case "sleeper":
 		signal.Ignore(syscall.SIGTERM)
 		time.Sleep(2 * time.Minute)
@@ -107,6 +208,42 @@ func playRole(role string) int {
 	}
 	fmt.Fprintf(os.Stderr, "unknown role %q\n", role)
 	return 2
+}
+
+// notifier serves its NOTIFY_SOCKET value over HTTP on fd 3 and walks
+// through the sd_notify contract: READY=1, RELOADING=1, READY=1 with
+// MAINPID= of a child in its group, WATCHDOG=1.
+func notifier() int {
+	l, err := net.FileListener(os.NewFile(3, "listener"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 4
+	}
+	addr := os.Getenv("NOTIFY_SOCKET")
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, addr) }))
+	exe, _ := os.Executable()
+	child, err := syscall.ForkExec(exe, []string{exe}, &syscall.ProcAttr{Env: []string{"SV_ROLE=pause"}, Files: []uintptr{0, 1, 2}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 5
+	}
+	send := func(msg string) {
+		if c, err := net.Dial("unixgram", addr); err == nil {
+			c.Write([]byte(msg))
+			c.Close()
+		} else {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	send("READY=1\nSTATUS=serving")
+	send("RELOADING=1\nSTATUS=reloading")
+	send(fmt.Sprintf("READY=1\nSTATUS=reloaded\nMAINPID=%d", child))
+	send("WATCHDOG=1")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	<-sig
+	return 0
 }
 
 // trackingListener counts connections not yet closed.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,9 +39,20 @@ type proc struct {
 	abandoned bool // survived SIGKILL; given up on
 
 	statusText  string // last STATUS= it sent
+	mainPID     int    // where signals go: pid, or what MAINPID= named
+	reloading   bool   // RELOADING=1 without READY=1 since
 	cancelProbe context.CancelFunc
 	goneCh      chan struct{} // closed when gone; ends its timers early
+
+	tail    outputTail     // last output lines, for StartError
+	outputs sync.WaitGroup // its two output forwarders
+	outDone chan struct{}  // closed when both forwarders reached EOF
 }
+
+// outputSettle bounds how long, after the main process exited, its exit
+// waits for the rest of its output (still in the pipe) so StartError.Tail
+// holds its last words; EOF usually comes within a millisecond.
+const outputSettle = 250 * time.Millisecond
 
 // pollGroup is how often an exited process's group is checked for
 // leftovers, in real time.
@@ -146,10 +158,11 @@ func (b *Backend) startProcess(in *instance) (*proc, error) {
 		return nil, fmt.Errorf("starting %s through the exec shim %s: %w", cmd.argv[0], b.exe, err)
 	}
 	now := b.clock.Now()
-	p := &proc{inst: in, pid: pid, started: now, deadline: now.Add(b.cfg.Ready.Timeout), goneCh: make(chan struct{})}
+	p := &proc{inst: in, pid: pid, mainPID: pid, started: now, deadline: now.Add(b.cfg.Ready.Timeout), goneCh: make(chan struct{}), outDone: make(chan struct{})}
 	b.log.Info("started", "instance", in.idx, "pid", pid, "command", strings.Join(cmd.argv, " "))
 	b.forward(p, outR, "stdout")
 	b.forward(p, errR, "stderr")
+	go func() { p.outputs.Wait(); close(p.outDone) }()
 	b.helpers.Add(1)
 	go b.reap(p)
 	return p, nil
@@ -217,8 +230,10 @@ const maxLine = 64 << 10
 // holding the pipe has exited.
 func (b *Backend) forward(p *proc, f *os.File, stream string) {
 	b.output.Add(1)
+	p.outputs.Add(1)
 	go func() {
 		defer b.output.Done()
+		defer p.outputs.Done()
 		defer f.Close()
 		defer b.strays.track(f)()
 		r := bufio.NewReaderSize(f, maxLine)
@@ -232,6 +247,7 @@ func (b *Backend) forward(p *proc, f *os.File, stream string) {
 				}
 			}
 			if text := strings.TrimRight(string(line), "\r\n"); text != "" || truncated {
+				p.tail.add(text)
 				if truncated {
 					b.log.Info("output", "instance", p.inst.idx, "pid", p.pid, "stream", stream, "line", text, "truncated", true)
 				} else {
@@ -259,6 +275,11 @@ func (b *Backend) reap(p *proc) {
 			}
 			break
 		}
+	}
+	select {
+	case <-p.outDone:
+	case <-time.After(outputSettle):
+	case <-b.quit:
 	}
 	b.send(event{kind: evExited, p: p, ws: ws})
 	for len(groupMembers(p.pid)) > 0 {
@@ -320,25 +341,38 @@ func waitSocket(ctx context.Context, path string) error {
 // writeStateFiles writes generated files atomically into the state
 // directory, readable by the backend's group only.
 func (b *Backend) writeStateFiles(files map[string]string) error {
+	if err := b.ensureStateDir(); err != nil {
+		return err
+	}
+	root := os.Geteuid() == 0
+	for name, content := range files {
+		if err := writeAtomic(filepath.Join(b.stateDir, name), []byte(content), b.cfg.GID, root); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureStateDir creates the backend's private directory, root:<its
+// group> 0750: only root and the backend reach what is inside (generated
+// configs, the notify socket).
+func (b *Backend) ensureStateDir() error {
 	if err := os.MkdirAll(filepath.Dir(b.stateDir), 0o755); err != nil {
 		return fmt.Errorf("creating state directory %s: %w", filepath.Dir(b.stateDir), err)
 	}
 	if err := os.Mkdir(b.stateDir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("creating state directory %s: %w", b.stateDir, err)
 	}
-	root := os.Geteuid() == 0
-	if root {
+	if fi, err := os.Lstat(b.stateDir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("state directory %s is not a directory (%v); remove it", b.stateDir, err)
+	}
+	if os.Geteuid() == 0 {
 		if err := os.Chown(b.stateDir, 0, b.cfg.GID); err != nil {
 			return fmt.Errorf("setting the group of %s: %w", b.stateDir, err)
 		}
 	}
 	if err := os.Chmod(b.stateDir, 0o750); err != nil {
 		return fmt.Errorf("setting the mode of %s: %w", b.stateDir, err)
-	}
-	for name, content := range files {
-		if err := writeAtomic(filepath.Join(b.stateDir, name), []byte(content), b.cfg.GID, root); err != nil {
-			return err
-		}
 	}
 	return nil
 }

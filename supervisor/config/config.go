@@ -112,6 +112,9 @@ type Backend struct {
 	// Directory is the working directory; "" means the user's home or /.
 	Directory   string
 	Environment map[string]string
+	// Notify gives the backend a private NOTIFY_SOCKET (true unless
+	// notify = false, which leaves NOTIFY_SOCKET to Environment).
+	Notify bool
 	// DocumentRoot is where PHP-FPM resolves SCRIPT_FILENAME (protocol fcgi).
 	DocumentRoot string
 	StopSignal   syscall.Signal

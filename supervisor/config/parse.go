@@ -55,6 +55,7 @@ type fileBackend struct {
 	Umask        *string           `hcl:"umask,optional"`
 	Directory    *string           `hcl:"directory,optional"`
 	Environment  map[string]string `hcl:"environment,optional"`
+	Notify       *bool             `hcl:"notify,optional"`
 	DocumentRoot *string           `hcl:"document_root,optional"`
 	StopSignal   *string           `hcl:"stop_signal,optional"`
 	StopTimeout  *string           `hcl:"stop_timeout,optional"`

@@ -240,6 +240,10 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 	if b.Environment == nil {
 		b.Environment = map[string]string{}
 	}
+	b.Notify = fb.Notify == nil || *fb.Notify
+	if _, ok := b.Environment["NOTIFY_SOCKET"]; ok && b.Notify {
+		v.at(key+".environment", "environment sets NOTIFY_SOCKET, but sockvisor gives backend %q its own notify socket; set notify = false to pass yours", fb.Name)
+	}
 	preset, ok := Presets[b.Preset]
 	if !ok {
 		v.at(key+".preset", "preset %q is unknown; use one of %s", b.Preset, strings.Join(presetNames(), ", "))

@@ -2,7 +2,9 @@
 //
 // Invariant: every probe opens exactly one connection, is bounded by the
 // context deadline or DefaultTimeout (whichever is sooner), and closes the
-// connection before returning; nothing is left running. Dial errors keep the
+// connection before returning; nothing is left running. The *On variants
+// run the same exchange on a connection the caller opened and still owns
+// (readiness first checks who accepted it); they never close it. Dial errors keep the
 // errno, so callers test errors.Is(err, syscall.ENOENT), ECONNREFUSED,
 // EACCES or EAGAIN.
 //
@@ -67,13 +69,36 @@ func dial(ctx context.Context, path string) (net.Conn, func() bool, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to %s: %w", path, err)
 	}
-	if err := conn.SetDeadline(deadline); err != nil {
+	stop, err := arm(ctx, conn)
+	if err != nil {
 		conn.Close()
 		return nil, nil, fmt.Errorf("connecting to %s: %w", path, err)
 	}
-	// Cancelling ctx must interrupt a blocked read, not only the dial.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	return conn, stop, nil
+}
+
+// arm bounds conn by ctx's deadline or DefaultTimeout; the returned stop
+// func must be called before conn is closed or reused.
+func arm(ctx context.Context, conn net.Conn) (func() bool, error) {
+	deadline := time.Now().Add(DefaultTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := conn.SetDeadline(deadline); err != nil {
+		return nil, err
+	}
+	// Cancelling ctx must interrupt a blocked read, not only the dial.
+	return context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) }), nil
+}
+
+// on arms conn for one exchange and names it for error messages.
+func on(ctx context.Context, conn net.Conn) (string, func() bool, error) {
+	path := conn.RemoteAddr().String()
+	stop, err := arm(ctx, conn)
+	if err != nil {
+		return path, nil, fmt.Errorf("probing %s: %w", path, err)
+	}
+	return path, stop, nil
 }
 
 // HTTP sends "GET urlPath" with a Host header and returns the status code.
@@ -88,6 +113,23 @@ func HTTP(ctx context.Context, path, urlPath string) (int, error) {
 	}
 	defer conn.Close()
 	defer stop()
+	return httpExchange(conn, path, urlPath)
+}
+
+// HTTPOn is HTTP on a connection the caller opened; it does not close it.
+func HTTPOn(ctx context.Context, conn net.Conn, urlPath string) (int, error) {
+	if !strings.HasPrefix(urlPath, "/") {
+		return 0, fmt.Errorf("probe path %q must start with /", urlPath)
+	}
+	path, stop, err := on(ctx, conn)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	return httpExchange(conn, path, urlPath)
+}
+
+func httpExchange(conn net.Conn, path, urlPath string) (int, error) {
 	req := "GET " + urlPath + " HTTP/1.1\r\nHost: " + Host + "\r\nUser-Agent: sockvisor-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"
 	if _, err := io.WriteString(conn, req); err != nil {
 		return 0, fmt.Errorf("sending HTTP probe to %s: %w", path, err)
@@ -108,6 +150,24 @@ func UWSGI(ctx context.Context, path, urlPath string) (int, error) {
 	}
 	defer conn.Close()
 	defer stop()
+	return uwsgiExchange(conn, path, pkt)
+}
+
+// UWSGIOn is UWSGI on a connection the caller opened; it does not close it.
+func UWSGIOn(ctx context.Context, conn net.Conn, urlPath string) (int, error) {
+	pkt, err := uwsgiRequest(urlPath)
+	if err != nil {
+		return 0, err
+	}
+	path, stop, err := on(ctx, conn)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	return uwsgiExchange(conn, path, pkt)
+}
+
+func uwsgiExchange(conn net.Conn, path string, pkt []byte) (int, error) {
 	if _, err := conn.Write(pkt); err != nil {
 		return 0, fmt.Errorf("sending uwsgi probe to %s: %w", path, err)
 	}
@@ -198,6 +258,21 @@ func FastCGI(ctx context.Context, path string) (map[string]string, error) {
 	}
 	defer conn.Close()
 	defer stop()
+	return fcgiGetValuesExchange(conn, path)
+}
+
+// FastCGIOn is FastCGI on a connection the caller opened; it does not
+// close it.
+func FastCGIOn(ctx context.Context, conn net.Conn) (map[string]string, error) {
+	path, stop, err := on(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	return fcgiGetValuesExchange(conn, path)
+}
+
+func fcgiGetValuesExchange(conn net.Conn, path string) (map[string]string, error) {
 	if _, err := conn.Write(getValuesRecord); err != nil {
 		return nil, fmt.Errorf("sending FastCGI probe to %s: %w", path, err)
 	}
@@ -218,6 +293,7 @@ func FastCGI(ctx context.Context, path string) (map[string]string, error) {
 	}
 	vals := map[string]string{}
 	if hdr[1] == fcgiGetValuesResult {
+		var err error
 		vals, err = parseNameValues(content[:binary.BigEndian.Uint16(hdr[4:6])])
 		if err != nil {
 			return nil, fmt.Errorf("FastCGI probe of %s: %w", path, err)
@@ -244,9 +320,38 @@ const (
 // variables, e.g. SCRIPT_FILENAME for PHP-FPM. The error is nil only for a
 // status below 500.
 func FastCGIRequest(ctx context.Context, path, urlPath string, params map[string]string) (int, []byte, error) {
+	msg, err := fcgiRequestMessage(urlPath, params)
+	if err != nil {
+		return 0, nil, err
+	}
+	conn, stop, err := dial(ctx, path)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer conn.Close()
+	defer stop()
+	return fcgiRequestExchange(conn, path, msg)
+}
+
+// FastCGIRequestOn is FastCGIRequest on a connection the caller opened; it
+// does not close it.
+func FastCGIRequestOn(ctx context.Context, conn net.Conn, urlPath string, params map[string]string) (int, []byte, error) {
+	msg, err := fcgiRequestMessage(urlPath, params)
+	if err != nil {
+		return 0, nil, err
+	}
+	path, stop, err := on(ctx, conn)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer stop()
+	return fcgiRequestExchange(conn, path, msg)
+}
+
+func fcgiRequestMessage(urlPath string, params map[string]string) ([]byte, error) {
 	u, err := url.ParseRequestURI(urlPath)
 	if err != nil || !strings.HasPrefix(urlPath, "/") {
-		return 0, nil, fmt.Errorf("probe path %q must be a URL path starting with /", urlPath)
+		return nil, fmt.Errorf("probe path %q must be a URL path starting with /", urlPath)
 	}
 	vars := map[string]string{
 		"GATEWAY_INTERFACE": "CGI/1.1",
@@ -271,20 +376,17 @@ func FastCGIRequest(ctx context.Context, path, urlPath string, params map[string
 		pairs = append(append(pairs, k...), v...)
 	}
 	if len(pairs) > 0xffff {
-		return 0, nil, fmt.Errorf("FastCGI parameters for %q are too long", urlPath)
+		return nil, fmt.Errorf("FastCGI parameters for %q are too long", urlPath)
 	}
 	var msg []byte
 	msg = appendRecord(msg, fcgiBeginRequest, []byte{0, fcgiResponder, 0, 0, 0, 0, 0, 0})
 	msg = appendRecord(msg, fcgiParams, pairs)
 	msg = appendRecord(msg, fcgiParams, nil)
 	msg = appendRecord(msg, fcgiStdin, nil)
+	return msg, nil
+}
 
-	conn, stop, err := dial(ctx, path)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer conn.Close()
-	defer stop()
+func fcgiRequestExchange(conn net.Conn, path string, msg []byte) (int, []byte, error) {
 	if _, err := conn.Write(msg); err != nil {
 		return 0, nil, fmt.Errorf("sending FastCGI request to %s: %w", path, err)
 	}

@@ -21,11 +21,18 @@ import (
 const (
 	showName  = 0x01 // UDIAG_SHOW_NAME
 	showVFS   = 0x02 // UDIAG_SHOW_VFS
+	showPeer  = 0x04 // UDIAG_SHOW_PEER
+	showIcons = 0x08 // UDIAG_SHOW_ICONS
 	showRQLen = 0x10 // UDIAG_SHOW_RQLEN
 
-	attrName  = 0 // UNIX_DIAG_NAME
-	attrVFS   = 1 // UNIX_DIAG_VFS
-	attrRQLen = 4 // UNIX_DIAG_RQLEN
+	attrName     = 0 // UNIX_DIAG_NAME
+	attrVFS      = 1 // UNIX_DIAG_VFS
+	attrPeer     = 2 // UNIX_DIAG_PEER
+	attrIcons    = 3 // UNIX_DIAG_ICONS
+	attrRQLen    = 4 // UNIX_DIAG_RQLEN
+	attrShutdown = 6 // UNIX_DIAG_SHUTDOWN
+
+	basicShow = showName | showVFS | showRQLen
 
 	reqLen = 24 // sizeof(struct unix_diag_req)
 	msgLen = 16 // sizeof(struct unix_diag_msg)
@@ -69,6 +76,13 @@ type Stat struct {
 	// kernel ABI carries. Both are 0 for an unbound or abstract socket.
 	VFSDev   uint64
 	VFSInode uint32
+	// Peer is the inode of the other end of a connected socket (only from
+	// Connection). It is 0 while that end has no file: a connection still
+	// waiting in a listener's queue, or one its acceptor has closed.
+	Peer uint64
+	// Shutdown holds the socket's shutdown bits (1 receive, 2 send; only
+	// from Connection); the kernel sets both once the peer has closed.
+	Shutdown uint8
 }
 
 // Names reports whether s is bound to the file with the given lstat st_dev
@@ -114,20 +128,52 @@ func Bound() ([]Stat, error) {
 
 // Lookup returns the socket whose own inode is ino (fstat(2) of its fd).
 func Lookup(ino uint64) (Stat, error) {
+	return lookup(ino, basicShow)
+}
+
+// Connection is Lookup plus Peer and Shutdown: for a client socket, whether
+// its connection is still queued (Peer 0, Shutdown 0), accepted (Peer is the
+// accepted socket's inode, as in /proc/PID/fd/N -> socket:[Peer]) or closed
+// by the other end (Shutdown non-zero).
+func Connection(ino uint64) (Stat, error) {
+	return lookup(ino, basicShow|showPeer)
+}
+
+// Pending returns, for the listening socket with inode ino, the connections
+// waiting in its queue (UNIX_DIAG_ICONS), in queue order, each as the inode
+// of its client socket (the connecting side; 0 once that side is closed).
+// A caller finds its own queued connection by the inode of its socket.
+func Pending(ino uint64) ([]uint64, error) {
+	e, err := lookupEntry(ino, basicShow|showIcons)
+	return e.icons, err
+}
+
+func lookup(ino uint64, show uint32) (Stat, error) {
+	e, err := lookupEntry(ino, show)
+	return e.Stat, err
+}
+
+func lookupEntry(ino uint64, show uint32) (entry, error) {
 	if ino > uint64(^uint32(0)) {
-		return Stat{}, fmt.Errorf("%w: inode %d", ErrNotFound, ino)
+		return entry{}, fmt.Errorf("%w: inode %d", ErrNotFound, ino)
 	}
-	got, err := request(unix.NLM_F_REQUEST, allStates, uint32(ino))
+	got, err := request(unix.NLM_F_REQUEST, allStates, uint32(ino), show)
 	if errors.Is(err, unix.ENOENT) {
-		return Stat{}, fmt.Errorf("%w: inode %d", ErrNotFound, ino)
+		return entry{}, fmt.Errorf("%w: inode %d", ErrNotFound, ino)
 	}
 	if err != nil {
-		return Stat{}, err
+		return entry{}, err
 	}
 	if len(got) != 1 {
-		return Stat{}, fmt.Errorf("%w: inode %d", ErrNotFound, ino)
+		return entry{}, fmt.Errorf("%w: inode %d", ErrNotFound, ino)
 	}
 	return got[0], nil
+}
+
+// entry is one answer: the Stat and, when asked for, the pending icons.
+type entry struct {
+	Stat
+	icons []uint64
 }
 
 func currentlyNamed(s Stat) bool {
@@ -137,11 +183,18 @@ func currentlyNamed(s Stat) bool {
 
 func dump(states uint32) ([]Stat, error) {
 	for range 3 {
-		got, err := request(unix.NLM_F_REQUEST|unix.NLM_F_DUMP, states, 0)
+		got, err := request(unix.NLM_F_REQUEST|unix.NLM_F_DUMP, states, 0, basicShow)
 		if errors.Is(err, errInterrupted) {
 			continue // the socket table changed mid-dump; ask again
 		}
-		return got, err
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Stat, len(got))
+		for i, e := range got {
+			out[i] = e.Stat
+		}
+		return out, nil
 	}
 	return nil, fmt.Errorf("sockdiag: dump kept being interrupted: %w", errInterrupted)
 }
@@ -151,7 +204,7 @@ var (
 	seq            atomic.Uint32
 )
 
-func request(flags uint16, states, ino uint32) ([]Stat, error) {
+func request(flags uint16, states, ino, show uint32) ([]entry, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("%w: netlink socket: %w", ErrUnsupported, err)
@@ -177,7 +230,7 @@ func request(flags uint16, states, ino uint32) ([]Stat, error) {
 	req[0] = unix.AF_UNIX
 	ne.PutUint32(req[4:], states)
 	ne.PutUint32(req[8:], ino)
-	ne.PutUint32(req[12:], showName|showVFS|showRQLen)
+	ne.PutUint32(req[12:], show)
 	// INET_DIAG_NOCOOKIE: an exact lookup by inode without a cookie.
 	ne.PutUint32(req[16:], ^uint32(0))
 	ne.PutUint32(req[20:], ^uint32(0))
@@ -186,7 +239,7 @@ func request(flags uint16, states, ino uint32) ([]Stat, error) {
 	}
 
 	isDump := flags&unix.NLM_F_DUMP != 0
-	var out []Stat
+	var out []entry
 	buf := make([]byte, 1<<16)
 	for {
 		n, _, rflags, from, err := unix.Recvmsg(fd, buf, nil, 0)
@@ -276,12 +329,12 @@ func errnoIn(b []byte) unix.Errno {
 	return unix.Errno(-int32(binary.NativeEndian.Uint32(b)))
 }
 
-func parse(b []byte) (Stat, bool) {
+func parse(b []byte) (entry, bool) {
 	if len(b) < msgLen || b[0] != unix.AF_UNIX {
-		return Stat{}, false
+		return entry{}, false
 	}
 	ne := binary.NativeEndian
-	s := Stat{Type: int(b[1]), State: int(b[2]), Inode: uint64(ne.Uint32(b[4:]))}
+	s := entry{Stat: Stat{Type: int(b[1]), State: int(b[2]), Inode: uint64(ne.Uint32(b[4:]))}}
 	for a := b[msgLen:]; len(a) >= 4; {
 		l := int(ne.Uint16(a[0:]))
 		if l < 4 || l > len(a) {
@@ -301,6 +354,19 @@ func parse(b []byte) (Stat, bool) {
 				// The kernel sends its internal dev_t (major<<20 | minor).
 				kdev := ne.Uint32(payload[4:])
 				s.VFSDev = unix.Mkdev(kdev>>20, kdev&0xfffff)
+			}
+		case attrPeer:
+			if len(payload) >= 4 {
+				s.Peer = uint64(ne.Uint32(payload))
+			}
+		case attrIcons:
+			s.icons = make([]uint64, 0, len(payload)/4)
+			for p := payload; len(p) >= 4; p = p[4:] {
+				s.icons = append(s.icons, uint64(ne.Uint32(p)))
+			}
+		case attrShutdown:
+			if len(payload) >= 1 {
+				s.Shutdown = payload[0]
 			}
 		case attrRQLen:
 			if len(payload) >= 8 {

@@ -135,3 +135,70 @@ func TestLookupMissing(t *testing.T) {
 		t.Fatalf("Lookup(1) = %v; want ErrNotFound", err)
 	}
 }
+
+func fdInode(t *testing.T, fd int) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// TestConnectionLifecycle pins down what readiness relies on: a client's
+// connection reads as queued (Peer 0, no shutdown) until accept(2), then
+// names the accepted socket's inode, and shows shutdown once the acceptor
+// closes it; Pending lists a queued connection by its client's inode.
+func TestConnectionLifecycle(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	path := filepath.Join(dir, "c.sock")
+	lfd := testutil.ListenUnix(t, path, 8)
+	cfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(cfd)
+	if err := unix.Connect(cfd, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	cino := fdInode(t, cfd)
+	q, err := Connection(cino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Peer != 0 || q.Shutdown != 0 || q.State != StateEstablished {
+		t.Errorf("queued connection: %+v; want Peer 0, Shutdown 0, established", q)
+	}
+	pend, err := Pending(fdInode(t, lfd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pend) != 1 || pend[0] != cino {
+		t.Errorf("Pending = %v; want the one queued connection, client inode %d", pend, cino)
+	}
+
+	afd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Connection(cino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fdInode(t, afd); a.Peer != want || a.Shutdown != 0 {
+		t.Errorf("accepted connection: %+v; want Peer %d (the accepted socket), Shutdown 0", a, want)
+	}
+	if pend, err := Pending(fdInode(t, lfd)); err != nil || len(pend) != 0 {
+		t.Errorf("Pending after accept = %v, %v; want none", pend, err)
+	}
+
+	unix.Close(afd)
+	c, err := Connection(cino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Shutdown == 0 {
+		t.Errorf("connection closed by its acceptor: %+v; want Shutdown set", c)
+	}
+	t.Logf("queued %+v, accepted %+v, closed %+v, pending %v", q, a, c, pend)
+}
