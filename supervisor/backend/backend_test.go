@@ -21,13 +21,9 @@ import (
 const (
 	gunicornBin = "/usr/bin/gunicorn"
 	uwsgiBin    = "/usr/bin/uwsgi"
-	uvicornBin  = "/usr/bin/uvicorn"
 )
 
-// asgiApp answers "ok <pid> <path>" like testdata/app.py. (Puma is tested
-// through Apache in test/apps only: straight on the socket, at 5,000 new
-// connections a second, its graceful stop closed a just-accepted one in 1
-// of 12 runs, which Apache's connect-then-write hardly meets.)
+// asgiApp answers "ok <pid> <path>" like testdata/app.py.
 const asgiApp = `import os
 
 
@@ -116,6 +112,15 @@ command = [%q]`, fpmBin)
 			writeApp(e, "asgi.py", asgiApp)
 			return fmt.Sprintf(`preset = "uvicorn"
 command = [%q, "--app-dir", %q, "--no-access-log", "asgi:app"]`, uvicornBin, e.dir)
+		},
+		req: func(e *env, path string) requester { return httpRequester(path, "/") },
+	},
+	{
+		name: "puma", bins: []string{pumaBin},
+		hcl: func(e *env) string {
+			copyFile(e.t, filepath.Join("testdata", "config.ru"), filepath.Join(e.dir, "config.ru"), 0o644)
+			return fmt.Sprintf(`preset = "puma"
+command = [%q, "--environment", "production", %q]`, pumaBin, filepath.Join(e.dir, "config.ru"))
 		},
 		req: func(e *env, path string) requester { return httpRequester(path, "/") },
 	},

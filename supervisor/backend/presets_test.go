@@ -12,7 +12,7 @@ import (
 )
 
 func TestBuildCommand(t *testing.T) {
-	const rubyopt = "-r/run/st/app/sd_notify_abstract.rb"
+	const rubyopt = "-r/run/st/app/sockvisor_puma.rb"
 	cases := []struct {
 		name      string
 		b         config.Backend
