@@ -91,6 +91,19 @@ func TestQuickRun(t *testing.T) {
 		}
 	}
 
+	// Part 7: a broken deploy is refused with exit 1 and fails nothing
+	// behind sockvisor; stop-then-start of a self-bound server fails.
+	if len(res.Deploy) != 2 {
+		t.Errorf("%d broken-deploy rows, want 2", len(res.Deploy))
+	} else {
+		if d := res.Deploy[0]; d.Failed != 0 || !strings.HasPrefix(d.Command, "exit 1 ") {
+			t.Errorf("broken deploy through sockvisor: %+v", d)
+		}
+		if d := res.Deploy[1]; d.Failed == 0 {
+			t.Errorf("broken deploy by stop, then start lost nothing: %+v", d)
+		}
+	}
+
 	// The written table has every row.
 	md, err := os.ReadFile(filepath.Join(out, "RESULTS.md"))
 	if err != nil {

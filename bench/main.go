@@ -11,7 +11,9 @@
 //  4. sweeping 10,000 stale sockets;
 //  5. crash-to-serving time after kill -9 of a backend;
 //  6. failed requests across kill -9 of sockvisor itself and a restart,
-//     without systemd, against a plain stop and start.
+//     without systemd, against a plain stop and start;
+//  7. failed requests during a broken deploy: sockvisor restart vs a
+//     self-bound server stopped and started (run alone: -parts 7).
 //
 // Run it as root with `make bench` (full run, a few minutes) or
 // `go run ./bench -quick` (small counts, about a minute, for CI). Traffic
@@ -210,6 +212,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		{"stale sweep", b.sweep},
 		{"crash to serving", b.crash},
 		{"kill -9 of sockvisor itself, no systemd", b.sockvisorCrash},
+		{"broken deploy", b.brokenDeploy},
 	}
 	for i, s := range steps {
 		if o.parts != "" && !slices.Contains(strings.Split(o.parts, ","), strconv.Itoa(i+1)) {

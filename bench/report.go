@@ -23,6 +23,7 @@ type results struct {
 	Sweep       sweepRow
 	Crash       []crashRow
 	SvCrash     []svCrashRow
+	Deploy      []deployRow
 	Elapsed     time.Duration
 	loadEnd     string
 	markdown    string
@@ -247,6 +248,11 @@ func (r *results) render(o options) string {
 		"socket with them; after kill -9 the orphaned backends keep serving, and the new sockvisor takes the\n"+
 		"socket back from them (pidfd_getfd), starts a fresh Gunicorn and stops the old one gracefully.\n\n", p.workers, p.loadConns, p.kills, p.gap)
 	sb.WriteString(r.svCrashTable())
+	if len(r.Deploy) > 0 {
+		fmt.Fprintf(&sb, "\n## 7. A broken deploy\n\nGunicorn (2 sync workers, no --preload) gets a hello.py with a syntax error while %d keep-alive\n"+
+			"clients load it through Apache; counted from a second before the deploy until %s after the deploy\ncommand returned.\n\n", p.loadConns, r.Deploy[0].Window)
+		sb.WriteString(r.deployTable())
+	}
 	fmt.Fprintf(&sb, "\n## Reproduce\n\n```sh\nsudo make bench            # this file, restart-storm.svg, bench/out/*.csv\nsudo go run ./bench -quick # about a minute, small counts\n```\n")
 	return sb.String()
 }

@@ -95,7 +95,7 @@ ProxyPass %q "http://127.0.0.1:%d/"
 ProxyPass %q "unix:%s|http://svcrash.invalid/"
 `, filepath.Join(e.work, svConf),
 		pathSelf, b.selfSock("gunicorn"), pathSelfU, b.selfSock("uwsgi"), pathTCP, b.tcpPort,
-		pathSVCrash, e.svCrashSock())
+		pathSVCrash, e.svCrashSock()) + deploySite(e.work)
 	b.progress("starting a private Apache")
 	if err := e.startApache(site); err != nil {
 		return err

@@ -14,7 +14,8 @@ packages=(
 	uvicorn python3-uvicorn python3-websockets # [H] ASGI with WebSockets (the uvicorn command is in package uvicorn)
 	puma ruby-sd-notify # [H] Rack on Puma; sd_notify lets Puma report READY=1
 	ssl-cert openssl # [H] self-signed certificates for the TLS site tests
-	uvicorn python3-uvicorn puma ruby-sd-notify python3-systemd # [G]
+	uvicorn python3-uvicorn puma ruby-sd-notify python3-gunicorn python3-systemd # [G]
+	ansible # [M] the node test runs the Ansible role from the host; cloud-init runs only inside the node (its rootfs has it)
 )
 
 missing=()

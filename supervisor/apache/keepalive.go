@@ -2,23 +2,35 @@ package apache
 
 import "github.com/sockvisor/sockvisor/supervisor/config"
 
-// noKeepalivePresets are the servers whose graceful stop breaks requests
-// Apache sends on a pooled keep-alive connection, so each request gets a
-// connection of its own (a Unix socket connect costs little):
-//   - Puma 5.6 answers them 500 ("Read: IOError: stream closed in another
-//     thread"): 1 and 2 in about 15,000 requests over 10 restarts; none in
-//     3 runs of 23,000 without keep-alive, which also ran faster (test/apps).
-//   - uvicorn 0.17 closes idle connections when it stops: 502, AH00898
-//     "Error reading from remote server" (1 in 7,000 over 10 restarts, with
-//     the preset's shutdown fix in place); with the fix and no keep-alive,
-//     none in 6 runs of about 3,700 (test/apps), at a third of the rate.
-var noKeepalivePresets = map[string]bool{"puma": true, "uvicorn": true}
+// keepaliveLines returns the directives that go inside an http backend's
+// <Proxy> section when proxy.keepalive is false: Apache then sends
+// "Connection: close" and opens a fresh connection per request.
+//
+// Why off by default: a server that is being stopped (uvicorn, Puma,
+// gunicorn's async workers) closes its idle keep-alive connections, and
+// Apache may already have picked one of them from its pool for the next
+// request; that request fails with 502 or a reset (AH01102). Measured with
+// uvicorn under wrk -c8 through Apache 2.4, 10 restarts in 15 s: 4-10
+// non-2xx and 61 socket errors with reuse, 0-1 and 6-14 without (the rest
+// is uvicorn dropping connections it accepted but had not read). The price
+// is throughput where nothing restarts: uvicorn served 3700-4240 req/s
+// instead of 4890-6280 (three interleaved runs each). Gunicorn's sync
+// workers close every connection anyway, so they lose nothing. See
+// TestRestartsUnderWrkKeepalive.
+//
+// fcgi and uwsgi workers do not reuse connections unless asked to, so
+// they need nothing.
+func keepaliveLines(be *config.Backend) []string {
+	if be.Protocol != "http" || be.Proxy.Keepalive {
+		return nil
+	}
+	return []string{"SetEnv proxy-nokeepalive 1"}
+}
 
-// keepaliveSettings returns the <Proxy> lines that keep Apache from
-// reusing connections to be, if its server needs that.
-func keepaliveSettings(be *config.Backend) []string {
-	if be.Protocol == "http" && noKeepalivePresets[be.Preset] {
-		return []string{"SetEnv proxy-nokeepalive 1"}
+// keepaliveModules are the modules keepaliveLines needs for be.
+func keepaliveModules(be *config.Backend) []string {
+	if len(keepaliveLines(be)) > 0 {
+		return []string{"env"}
 	}
 	return nil
 }

@@ -508,7 +508,7 @@ func proxySettings(be *config.Backend) []string {
 		out = append(out, "ProxyPreserveHost Off")
 	}
 	out = append(out, prefixHeaders(be)...)
-	out = append(out, keepaliveSettings(be)...)
+	out = append(out, keepaliveLines(be)...)
 	return out
 }
 
@@ -653,6 +653,9 @@ func RequiredModules(cfg *config.Config) []string {
 		sites[be.Site] = true
 		set["proxy"] = true
 		set["proxy_"+be.Protocol] = true
+		for _, m := range keepaliveModules(be) {
+			set[m] = true
+		}
 		if len(be.Sockets) > 1 {
 			set["proxy_balancer"] = true
 			set["lbmethod_byrequests"] = true // the default lbmethod
@@ -660,9 +663,6 @@ func RequiredModules(cfg *config.Config) []string {
 		}
 		if be.Protocol == "http" {
 			set["headers"] = true // RequestHeader: X-Forwarded-Proto and the prefix
-		}
-		if len(keepaliveSettings(be)) > 0 {
-			set["env"] = true // SetEnv proxy-nokeepalive
 		}
 		if len(be.Aliases) > 0 || be.Docroot() {
 			set["alias"] = true

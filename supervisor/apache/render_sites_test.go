@@ -167,7 +167,7 @@ func TestRenderSitesShapes(t *testing.T) {
 	if regexp.MustCompile(`(?m)^\s*(<VirtualHost|SSLEngine)`).MatchString(inc) || !strings.Contains(inc, `<Location "/app/">`) {
 		t.Errorf("include file:\n%s", inc)
 	}
-	if got := strings.Join(RequiredModules(cfg), " "); got != "alias authz_core dir headers lbmethod_byrequests mime proxy proxy_balancer proxy_fcgi proxy_http proxy_uwsgi rewrite slotmem_shm ssl" {
+	if got := strings.Join(RequiredModules(cfg), " "); got != "alias authz_core dir env headers lbmethod_byrequests mime proxy proxy_balancer proxy_fcgi proxy_http proxy_uwsgi rewrite slotmem_shm ssl" {
 		t.Errorf("RequiredModules = %s", got)
 	}
 }

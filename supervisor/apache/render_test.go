@@ -137,7 +137,7 @@ func TestRenderOrderAndParams(t *testing.T) {
 
 func TestRequiredModules(t *testing.T) {
 	got := strings.Join(RequiredModules(loadConfig(t, "testdata/all-schemes.hcl")), " ")
-	want := "alias authz_core dir headers lbmethod_byrequests mime proxy proxy_balancer proxy_fcgi proxy_http proxy_uwsgi slotmem_shm"
+	want := "alias authz_core dir env headers lbmethod_byrequests mime proxy proxy_balancer proxy_fcgi proxy_http proxy_uwsgi slotmem_shm"
 	if got != want {
 		t.Errorf("RequiredModules = %q, want %q", got, want)
 	}
@@ -170,5 +170,36 @@ func TestRenderHostileText(t *testing.T) {
 	}
 	if Host(strings.Repeat("n", 100)) == Host(strings.Repeat("n", 101)) {
 		t.Error("shortened names collide")
+	}
+}
+
+// keepalive = false (the default) makes Apache open a fresh connection per
+// request to an http backend; true leaves Apache's reuse on; fcgi and uwsgi
+// never get the line (Apache does not reuse those connections anyway).
+func TestRenderKeepalive(t *testing.T) {
+	cfg := loadConfig(t, "testdata/all-schemes.hcl")
+	const line = "SetEnv proxy-nokeepalive 1"
+	http := 0
+	for _, be := range cfg.Backends {
+		if be.Proxy.Keepalive {
+			t.Fatalf("backend %q: keepalive defaults to true", be.Name)
+		}
+		if be.Protocol == "http" && be.Mount != "" {
+			http++
+		}
+	}
+	out := string(Render(cfg))
+	if n := strings.Count(out, line); n != http {
+		t.Errorf("%d %q lines for the %d mounted http backends:\n%s", n, line, http, out)
+	}
+	for _, be := range cfg.Backends {
+		be.Proxy.Keepalive = true
+	}
+	out = string(Render(cfg))
+	if strings.Contains(out, line) {
+		t.Errorf("keepalive = true still renders %q", line)
+	}
+	if mods := strings.Join(RequiredModules(cfg), " "); strings.Contains(mods, "env") {
+		t.Errorf("keepalive = true still needs mod_env: %s", mods)
 	}
 }

@@ -32,7 +32,7 @@ func fileManager(t *testing.T, dir, apachectl string) (*Manager, Layout) {
 	m := NewManager(Options{Layout: l, Logger: hclog.NewNullLogger()})
 	m.modules = func(context.Context) (map[string]bool, error) {
 		all := map[string]bool{}
-		for _, mod := range []string{"proxy", "proxy_http", "headers", "ssl", "rewrite", "alias", "mime", "dir", "authz_core", "proxy_fcgi"} {
+		for _, mod := range []string{"proxy", "proxy_http", "headers", "ssl", "rewrite", "alias", "mime", "dir", "authz_core", "proxy_fcgi", "env"} {
 			all[mod] = true
 		}
 		return all, nil

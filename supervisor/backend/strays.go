@@ -95,7 +95,12 @@ func (b *Backend) findStrays(since time.Time) []stray {
 	seen := map[int]bool{}
 	var out []stray
 	for _, h := range procfs.HoldersSince(since, links) {
-		if h.PID == self || seen[h.PID] {
+		// PID 1 holds every socket sockvisor put in systemd's fd store
+		// (FDSTORE=1): it is never a stray, and as its own group leader
+		// "its group" would be kill(-1), every process on the machine.
+		// Measured on the test node: a reload whose new backend never got
+		// ready took down journald, dbus, Apache and the backends.
+		if h.PID == self || h.PID <= 1 || seen[h.PID] {
 			continue
 		}
 		seen[h.PID] = true
@@ -164,6 +169,9 @@ func (b *Backend) stopStrays() {
 		if st, err := procfs.ReadStat(s.pid); err == nil && st.PGID == s.pid {
 			target = -s.pid
 		}
+		if !safeKillTarget(target) {
+			return
+		}
 		if err := syscall.Kill(target, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 			b.log.Error("signalling a process that escaped the backend's process group", "pid", s.pid, "error", err)
 		}
@@ -203,4 +211,11 @@ func (b *Backend) stopStrays() {
 		}
 		b.log.Error("processes that escaped the backend's process group survived SIGKILL", "pids", pids)
 	}
+}
+
+// safeKillTarget reports whether kill(2) on target can only reach one
+// process or one process group other than init's: 0 is the caller's own
+// group, -1 every process, and 1 or -1 init.
+func safeKillTarget(target int) bool {
+	return target > 1 || target < -1
 }

@@ -108,3 +108,12 @@ stop_timeout = "2s"
 		t.Errorf("the stop log does not name the stray (%s)", want)
 	}
 }
+
+// kill(2) on 0, 1, -1 reaches the caller's group, init, or everything.
+func TestSafeKillTarget(t *testing.T) {
+	for target, want := range map[int]bool{0: false, 1: false, -1: false, 2: true, -2: true, 4242: true, -4242: true} {
+		if got := safeKillTarget(target); got != want {
+			t.Errorf("safeKillTarget(%d) = %v, want %v", target, got, want)
+		}
+	}
+}

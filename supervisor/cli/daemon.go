@@ -41,7 +41,10 @@ the watchdog.`,
 		summary: "restart one backend without refusing a request",
 		usage:   " BACKEND",
 		help: `Starts a new process on the same sockets, waits until it is ready, then
-stops the old one, so requests keep being served throughout. A backend with
+stops the old one, so requests keep being served throughout. If the new
+process exits or is not ready in time, the old one keeps serving and the
+command exits 1 at once with the new process's exit status and last output
+lines. A backend with
 handoff = "self" binds its own socket and is stopped first instead, so
 requests to it fail while it restarts.`,
 		flags: func(fs *flag.FlagSet) { configFlag(fs) },

@@ -176,6 +176,8 @@ type Proxy struct {
 	// Acquire bounds the wait for a free connection; 0 leaves Apache's default.
 	Acquire      time.Duration
 	PreserveHost bool
+	// Keepalive lets Apache reuse its connections to the backend (http only).
+	Keepalive bool
 }
 
 // Socket is one listening socket of a backend instance.

@@ -90,6 +90,7 @@ type fileProxy struct {
 	Retry        *string `hcl:"retry,optional"`
 	Acquire      *string `hcl:"acquire,optional"`
 	PreserveHost *bool   `hcl:"preserve_host,optional"`
+	Keepalive    *bool   `hcl:"keepalive,optional"`
 }
 
 // Parse decodes and validates src; filename is used in messages only.

@@ -342,6 +342,9 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 		if p.PreserveHost != nil {
 			b.Proxy.PreserveHost = *p.PreserveHost
 		}
+		if p.Keepalive != nil {
+			b.Proxy.Keepalive = *p.Keepalive
+		}
 	}
 
 	v.usableSocketMode(c, b)

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,8 +56,13 @@ type Daemon struct {
 	// reloadMu serializes start, reloads, restarts and shutdown against
 	// each other.
 	reloadMu sync.Mutex
-	// closing is set by shutdown under reloadMu; later requests are refused.
-	closing bool
+	// closing is set once stopping began; later requests are refused.
+	closing atomic.Bool
+	// stopCtx ends when the daemon stops; restarts and reloads in flight
+	// are cut short by it.
+	stopCtx context.Context
+	// bg tracks rollbacks that run alongside shutdown.
+	bg sync.WaitGroup
 
 	mu     sync.Mutex // guards the fields below
 	cfg    *config.Config
@@ -73,6 +79,7 @@ type Daemon struct {
 // proc is one started backend and the goroutine that runs it.
 type proc struct {
 	cfg    *config.Backend
+	gen    *config.Config // the config cfg is part of
 	p      *backend.Backend
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Run returned
@@ -117,6 +124,9 @@ func (d *Daemon) Config() *config.Config {
 }
 
 // Run serves until ctx ends or SIGTERM/SIGINT arrives; SIGHUP reloads.
+// A stop signal is honoured at every moment: during start-up or a reload
+// it cancels the work in progress, so no Apache config is applied and no
+// READY=1 is sent afterwards, and control requests are refused from then on.
 func (d *Daemon) Run(ctx context.Context) (err error) {
 	// A broken pipe on stderr (journald restarting) must not kill us.
 	signal.Ignore(syscall.SIGPIPE)
@@ -126,6 +136,37 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	d.stopCtx = ctx
+	// Refuse control requests as soon as stopping begins, not only once
+	// shutdown holds reloadMu (a start-up or reload may hold it for long).
+	context.AfterFunc(ctx, func() { d.closing.Store(true) })
+
+	// The signal watcher runs from the first moment: start-up may take as
+	// long as the slowest ready.timeout, and SIGTERM must cut it short.
+	hups := make(chan struct{}, 1)
+	sigDone := make(chan struct{})
+	go func() {
+		defer close(sigDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s := <-sigs:
+				if s == syscall.SIGHUP {
+					select {
+					case hups <- struct{}{}:
+					default: // a reload is already queued
+					}
+					continue
+				}
+				d.log.Info("stopping", "signal", s.String())
+				d.closing.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+
 	cfg := d.Config()
 	// Bind the control socket first: a second sockvisor on the same config
 	// must fail here, before it touches sockets, backends or Apache.
@@ -137,15 +178,20 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 	ctlDone := make(chan struct{})
 	go func() { ctl.Serve(ctx); close(ctlDone) }()
 	// Shutdown order: stop serving control requests (waiting for those in
-	// flight), then stop backends and close sockets.
+	// flight, which the cancelled ctx cuts short), then stop backends and
+	// close sockets.
 	defer d.shutdown()
-	defer func() { cancel(); <-ctlDone }()
+	defer func() { cancel(); <-ctlDone; <-sigDone }()
 
 	d.reloadMu.Lock()
 	err = d.start(ctx)
 	d.reloadMu.Unlock()
 	if err != nil {
 		return err
+	}
+	if ctx.Err() != nil {
+		// Stopped during start-up: never claim readiness.
+		return nil
 	}
 	defer d.housekeep(ctx)()
 	if cfg.MetricsListen != "" {
@@ -182,61 +228,29 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		select {
 		case <-ctx.Done():
 			return nil
-		case s := <-sigs:
-			if s == syscall.SIGHUP {
-				if err := d.Reload(ctx); err != nil {
-					d.log.Error("reload failed; the previous config keeps serving", "error", err)
-				}
-				continue
+		case <-hups:
+			if err := d.Reload(ctx); err != nil && !d.closing.Load() {
+				d.log.Error("reload failed; the previous config keeps serving", "error", err)
 			}
-			d.log.Info("stopping", "signal", s.String())
-			return nil
 		}
 	}
 }
 
-// start prepares the directory and sockets, starts every backend, waits for
-// readiness and applies the Apache config.
+// start is the config transaction applied to an empty generation: it
+// adopts or creates the sockets, starts every backend, waits for them and
+// applies the Apache config. Unlike a reload it does not fail when a
+// backend is not ready (see commitUnready).
 func (d *Daemon) start(ctx context.Context) error {
 	cfg := d.cfg
 	stored := storedSockets(d.log)
 	d.takeBackSockets(cfg, stored) // without systemd, after a crash
-	if err := d.provisionSockets(ctx, cfg, inherited(cfg), stored, true); err != nil {
-		return err
-	}
-	// Stored sockets the config no longer names: forget them.
-	for name, f := range stored {
-		d.log.Info("dropping stored socket no longer in the config", "socket", name)
-		d.notify.Forget(name)
-		f.Close()
-	}
-	d.mu.Lock()
-	leftovers := findLeftovers(cfg, d.socks)
-	d.mu.Unlock()
-	var started []*proc
-	for _, b := range cfg.Backends {
-		started = append(started, d.startProc(b))
-	}
-	d.waitReady(ctx, started)
-	// The new generation serves; let the old one finish its requests.
-	d.retireLeftovers(ctx, leftovers)
-	d.mu.Lock()
-	for _, p := range started {
-		d.procs[p.cfg.Name] = p
-	}
-	d.mu.Unlock()
-
 	a, err := d.opts.Apache(cfg, d.log.Named("apache"))
 	if err != nil {
 		d.log.Error("Apache integration unavailable; backends serve on their sockets", "error", err)
-		return nil
+	} else {
+		d.apache = a
 	}
-	d.apache = a
-	if err := d.applyApache(ctx, cfg); err != nil {
-		// The sockets and backends are fine; Apache keeps its old config.
-		d.log.Error("Apache config not applied", "error", err)
-	}
-	return nil
+	return d.transact(ctx, emptyGeneration(cfg), cfg, stored)
 }
 
 // storedSockets takes the sockets systemd kept in its fd store for us.
@@ -252,17 +266,18 @@ func storedSockets(log hclog.Logger) map[string]*os.File {
 }
 
 // provisionSockets creates (or adopts from stored) the given sockets under
-// the directory lock; with sweep it first removes stale files.
-func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs []config.Socket, stored map[string]*os.File, sweep bool) error {
+// the directory lock; with sweep it first removes stale files. It returns
+// the specs it added to d.socks, so a rollback can remove exactly those.
+func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs []config.Socket, stored map[string]*os.File, sweep bool) ([]config.Socket, error) {
 	log := d.log.Named("sockets")
 	if err := sockets.PrepareDir(cfg, log); err != nil {
-		return err
+		return nil, err
 	}
 	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	release, err := sockets.LockDir(lctx, cfg.SocketDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer release()
 	if sweep {
@@ -271,7 +286,7 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 			skip[name] = true
 		}
 		if _, err := sockets.Sweep(ctx, cfg.SocketDir, sockets.SweepOptions{Skip: skip}, log.Named("sweep")); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	var created []*sockets.Listener
@@ -293,7 +308,7 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 					d.notify.Forget(c.Spec().Name)
 					c.Remove()
 				}
-				return err
+				return nil, err
 			}
 			// A stale entry under this name (an unusable stored copy)
 			// must not come back at the next start.
@@ -310,7 +325,7 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 		d.socks[l.Spec().Name] = l
 	}
 	d.mu.Unlock()
-	return nil
+	return specs, nil
 }
 
 // inherited lists the sockets sockvisor creates and holds: all but those of
@@ -336,11 +351,61 @@ func (d *Daemon) listenersFor(b *config.Backend) []*sockets.Listener {
 	return out
 }
 
-// startProc starts b's owner goroutine.
-func (d *Daemon) startProc(b *config.Backend) *proc {
+// backendSockets is listenersFor as b's supervisor gets them: a socket a
+// running process of the current generation also serves is wrapped in a
+// sharedSocket.
+func (d *Daemon) backendSockets(b *config.Backend) []backend.Socket {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	holder := map[string]*proc{}
+	for _, p := range d.procs {
+		for _, s := range p.cfg.Sockets {
+			holder[s.Name] = p
+		}
+	}
+	out := make([]backend.Socket, 0, len(b.Sockets))
+	for _, s := range b.Sockets {
+		l := d.socks[s.Name]
+		switch {
+		case l == nil:
+			out = append(out, nil)
+		case holder[s.Name] != nil && b.Handoff == "listen-fds":
+			// fpm and stdin servers need blocking mode and never change it.
+			out = append(out, sharedSocket{l, holder[s.Name].done})
+		default:
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// sharedSocket is a listener that a process of the previous generation
+// still accepts on. A backend clears O_NONBLOCK on the shared file
+// description before a spawn when none of its own processes is alive, but
+// it cannot see the other generation's: uvicorn's asyncio loop then blocks
+// inside accept(2) and hangs, requests and SIGTERM alike, if the new
+// process dies before it sets the flag again (measured: a rejected reload
+// of uvicorn left the old one deaf until SIGKILL). So the mode is left
+// alone until the previous owner has stopped.
+type sharedSocket struct {
+	*sockets.Listener
+	prevDone <-chan struct{}
+}
+
+func (s sharedSocket) SetBlocking() error {
+	select {
+	case <-s.prevDone:
+		return s.Listener.SetBlocking()
+	default:
+		return nil
+	}
+}
+
+// startProc starts the owner goroutine of b, a backend of cfg.
+func (d *Daemon) startProc(cfg *config.Config, b *config.Backend) *proc {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &proc{cfg: b, cancel: cancel, done: make(chan struct{})}
-	p.p = d.newProcess(b, d.listenersFor(b))
+	p := &proc{cfg: b, gen: cfg, cancel: cancel, done: make(chan struct{})}
+	p.p = d.newProcess(cfg, b, d.backendSockets(b))
 	go func() {
 		defer close(p.done)
 		if err := p.p.Run(ctx); err != nil && ctx.Err() == nil {
@@ -350,9 +415,9 @@ func (d *Daemon) startProc(b *config.Backend) *proc {
 	return p
 }
 
-// waitReady waits for every proc, each bounded by its ready.timeout; a
-// backend that is not ready is reported, not fatal: sockvisor keeps it
-// retrying and connections queue on its socket meanwhile.
+// waitReady waits for every proc, each bounded by its ready.timeout (the
+// backend reports a failed start sooner), and returns one error per proc;
+// the caller decides what an unready backend means.
 func (d *Daemon) waitReady(ctx context.Context, ps []*proc) []error {
 	errs := make([]error, len(ps))
 	var wg sync.WaitGroup
@@ -364,8 +429,11 @@ func (d *Daemon) waitReady(ctx context.Context, ps []*proc) []error {
 			rctx, cancel := context.WithTimeout(ctx, p.cfg.Ready.Timeout+5*time.Second)
 			defer cancel()
 			if err := p.p.WaitReady(rctx); err != nil {
-				errs[i] = fmt.Errorf("backend %q is not ready: %w", p.cfg.Name, err)
-				d.log.Warn("backend not ready", "backend", p.cfg.Name, "error", err)
+				// The backend's error names it and says why.
+				errs[i] = err
+				if ctx.Err() == nil {
+					d.log.Warn("backend not ready", "backend", p.cfg.Name, "error", err)
+				}
 			}
 		}()
 	}
@@ -393,9 +461,9 @@ func (d *Daemon) stopProcs(ps []*proc) {
 }
 
 func (d *Daemon) shutdown() {
+	d.closing.Store(true)
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	d.closing = true
 	d.notify.Stopping()
 	d.mu.Lock()
 	d.phase = "stopping"
@@ -406,6 +474,8 @@ func (d *Daemon) shutdown() {
 	d.procs = map[string]*proc{}
 	d.mu.Unlock()
 	d.stopProcs(ps)
+	// A reload cut short by the stop rolls back alongside.
+	d.bg.Wait()
 	d.removeState()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -463,11 +533,18 @@ func (d *Daemon) summary() string {
 	return s
 }
 
-// Restart replaces one backend's process without dropping requests.
+// Restart replaces one backend's process without dropping requests. It
+// fails as soon as the backend reports the new process failed, with the
+// backend's own reason, and the old process keeps serving.
 func (d *Daemon) Restart(ctx context.Context, name string) error {
+	if d.closing.Load() {
+		return errStopping
+	}
+	ctx, cancel := d.untilStop(ctx)
+	defer cancel()
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	if d.closing {
+	if d.closing.Load() {
 		return errStopping
 	}
 	d.mu.Lock()
@@ -482,7 +559,22 @@ func (d *Daemon) Restart(ctx context.Context, name string) error {
 		return fmt.Errorf("no backend named %q; configured: %s", name, strings.Join(names, ", "))
 	}
 	d.log.Info("restarting backend", "backend", name)
-	return p.p.Restart(ctx)
+	err := p.p.Restart(ctx)
+	if err != nil && d.closing.Load() {
+		return fmt.Errorf("restart of %q abandoned: %w", name, errStopping)
+	}
+	// The backend's error names it, the failure and the old process's fate.
+	return err
+}
+
+// untilStop returns ctx, also cancelled when the daemon stops.
+func (d *Daemon) untilStop(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	if d.stopCtx != nil {
+		stop := context.AfterFunc(d.stopCtx, cancel)
+		return ctx, func() { stop(); cancel() }
+	}
+	return ctx, cancel
 }
 
 var errStopping = errors.New("sockvisor is stopping; try again once it has restarted")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -63,7 +64,12 @@ func newHarness(t *testing.T, backends string) *harness {
 	t.Helper()
 	testutil.NeedRoot(t)
 	testutil.NeedBinary(t, "/usr/bin/gunicorn")
-	dir := testutil.ShortDir(t)
+	return newHarnessIn(t, testutil.ShortDir(t), backends)
+}
+
+// newHarnessIn starts sockvisor with backends in dir (a testutil.ShortDir).
+func newHarnessIn(t *testing.T, dir, backends string) *harness {
+	t.Helper()
 	h := &harness{t: t, dir: dir, cfgPath: filepath.Join(dir, "sv.hcl")}
 	confFile := filepath.Join(dir, "sockvisor.conf")
 	h.apache = apachetest.Start(t, "IncludeOptional "+confFile+"\n")
@@ -171,12 +177,17 @@ func (h *harness) load(path string, stop <-chan struct{}) (total, failed *int64,
 				resp, err := client.Get(h.apache.URL(path))
 				atomic.AddInt64(&t, 1)
 				if err != nil {
-					atomic.AddInt64(&f, 1)
+					if atomic.AddInt64(&f, 1) <= 5 {
+						fmt.Fprintf(os.Stderr, "load: GET %s failed at %s: %v\n", path, time.Now().UTC().Format("15:04:05.000"), err)
+					}
 					continue
 				}
+				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != 200 {
-					atomic.AddInt64(&f, 1)
+					if atomic.AddInt64(&f, 1) <= 5 {
+						fmt.Fprintf(os.Stderr, "load: GET %s answered %d at %s\n", path, resp.StatusCode, time.Now().UTC().Format("15:04:05.000"))
+					}
 				}
 			}
 		}()

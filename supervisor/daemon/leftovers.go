@@ -110,7 +110,9 @@ func findLeftovers(cfg *config.Config, listeners map[string]*sockets.Listener) [
 	var out []leftover
 	seen := map[int]bool{}
 	for _, h := range holders {
-		if h.PID == self || seen[h.PID] {
+		// PID 1 (systemd's fd store) holds the sockets too and is never a
+		// leftover: signalling "its group" would be kill(-1).
+		if h.PID == self || h.PID <= 1 || seen[h.PID] {
 			continue
 		}
 		seen[h.PID] = true

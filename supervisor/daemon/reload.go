@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -13,22 +12,34 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
-// Reload re-reads the config and applies only the difference: new backends
-// start, removed ones stop and their sockets go, changed ones are replaced
-// (new process ready before the old one stops), untouched ones keep running.
-// On any error the previous generation keeps serving and the error is returned
-// (so `systemctl reload` fails with it).
+// Reload re-reads the config and applies only the difference as one
+// transaction (see txn): new backends start, removed ones stop and their
+// sockets go, changed ones are replaced (new process ready before the old
+// one stops), untouched ones keep running. On any error the previous
+// generation keeps serving and the error is returned (so `systemctl
+// reload` fails with it).
 func (d *Daemon) Reload(ctx context.Context) error {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	if d.closing {
+	if d.closing.Load() {
 		return errStopping
 	}
 	// A client that gives up must not abort a reload halfway (e.g. between
-	// Apache's reload and its health check); the reload has its own bounds.
-	ctx = context.WithoutCancel(ctx)
+	// Apache's reload and its health check); a stop does.
+	ctx, cancel := d.untilStop(context.WithoutCancel(ctx))
+	defer cancel()
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if d.closing.Load() {
+		return errStopping
+	}
 	d.notify.Reloading()
 	err := d.reloadLocked(ctx)
+	if d.closing.Load() {
+		// STOPPING=1 follows, never READY=1.
+		if err == nil {
+			return nil
+		}
+		return fmt.Errorf("reload abandoned: %w", errStopping)
+	}
 	d.counts.configReloads.Add(1)
 	d.mu.Lock()
 	if err != nil {
@@ -48,99 +59,7 @@ func (d *Daemon) reloadLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("config not reloaded: %w", err)
 	}
-	if err := restartOnlyChanges(old, next); err != nil {
-		return err
-	}
-	plan := diff(old, next)
-	if plan.empty() {
-		d.log.Info("config reloaded: no backend changed")
-		// Apache settings may still differ; Apply is a no-op if not.
-		if err := d.applyApache(ctx, next); err != nil {
-			return err
-		}
-		d.commitConfig(next)
-		return nil
-	}
-	d.log.Info("reloading config", "add", plan.added, "remove", plan.removed, "replace", plan.changed)
-
-	// Provision: sockets the new config adds, then new processes.
-	var newSpecs []config.Socket
-	d.mu.Lock()
-	for _, s := range inherited(next) {
-		if _, ok := d.socks[s.Name]; !ok {
-			newSpecs = append(newSpecs, s)
-		}
-	}
-	d.mu.Unlock()
-	if err := d.provisionSockets(ctx, next, newSpecs, map[string]*os.File{}, false); err != nil {
-		return err
-	}
-	var fresh []*proc
-	rollback := func() {
-		d.stopProcs(fresh)
-		d.removeSockets(newSpecs)
-	}
-	for _, name := range append(plan.added, plan.changed...) {
-		b := next.Backend(name)
-		if ob := old.Backend(name); ob != nil && (ob.Handoff == "self" || b.Handoff == "self") {
-			// A self-binding backend cannot overlap with its successor on
-			// one path: stop the old one first (requests fail meanwhile,
-			// as documented for handoff = "self").
-			d.mu.Lock()
-			p := d.procs[name]
-			delete(d.procs, name)
-			d.mu.Unlock()
-			if p != nil {
-				d.stopProcs([]*proc{p})
-			}
-		}
-		fresh = append(fresh, d.startProc(b))
-	}
-	if errs := d.waitReady(ctx, fresh); errors.Join(errs...) != nil {
-		rollback()
-		return fmt.Errorf("config not reloaded: %w", errors.Join(errs...))
-	}
-	if d.apache != nil {
-		if err := d.applyApache(ctx, next); err != nil {
-			rollback()
-			return fmt.Errorf("config not reloaded, Apache kept its previous config: %w", err)
-		}
-	}
-
-	// Commit: swap in the new generation, then retire the old one.
-	d.mu.Lock()
-	var retire []*proc
-	for _, name := range append(plan.removed, plan.changed...) {
-		if p := d.procs[name]; p != nil {
-			retire = append(retire, p)
-		}
-		delete(d.procs, name)
-	}
-	for _, p := range fresh {
-		d.procs[p.cfg.Name] = p
-	}
-	d.mu.Unlock()
-	d.commitConfig(next)
-	for _, name := range plan.changed {
-		if err := d.refreshModes(next, next.Backend(name)); err != nil {
-			d.log.Warn("socket mode not updated", "backend", name, "error", err)
-		}
-	}
-	d.stopProcs(retire)
-
-	var gone []config.Socket
-	keep := map[string]bool{}
-	for _, s := range next.AllSockets() {
-		keep[s.Name] = true
-	}
-	for _, s := range old.AllSockets() {
-		if !keep[s.Name] {
-			gone = append(gone, s)
-		}
-	}
-	d.removeSockets(gone)
-	d.log.Info("config reloaded", "backends", len(next.Backends))
-	return nil
+	return d.transact(ctx, old, next, nil)
 }
 
 // commitConfig makes next the config in force, with its log level.
@@ -240,4 +159,21 @@ func restartOnlyChanges(old, next *config.Config) error {
 		return fmt.Errorf("config not reloaded: %s changed, which takes a restart; run `systemctl restart sockvisor` (sockets are kept in systemd's fd store, so no request is refused)", strings.Join(changed, ", "))
 	}
 	return nil
+}
+
+// handoffChanges refuses switching a backend between a socket sockvisor
+// holds and one the backend binds itself. Both cannot exist on one path at
+// once, so the switch would leave a moment in which nothing listens (or the
+// old listener would linger); a new name gives the new handoff a socket of
+// its own, and Apache moves over in the same reload without a gap.
+func handoffChanges(old, next *config.Config) error {
+	var errs []error
+	for _, b := range next.Backends {
+		ob := old.Backend(b.Name)
+		if ob == nil || (ob.Handoff == "self") == (b.Handoff == "self") {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("config not reloaded: backend %q changes handoff from %q to %q, which a reload cannot do without a moment in which nothing listens on its socket; give the backend a new name and socket file (it then gets a socket of its own and Apache moves over without a gap), or restart sockvisor", b.Name, ob.Handoff, b.Handoff))
+	}
+	return errors.Join(errs...)
 }

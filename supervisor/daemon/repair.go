@@ -103,7 +103,7 @@ func (d *Daemon) repairDead(ctx context.Context, failing map[string]string) {
 		return
 	}
 	defer d.reloadMu.Unlock()
-	if d.closing {
+	if d.closing.Load() {
 		return
 	}
 	d.mu.Lock()

@@ -120,7 +120,7 @@ func TestReplacedSocketSwapsFdStoreEntry(t *testing.T) {
 		return os.NewFile(uintptr(fd), "dead")
 	}
 
-	if err := d.provisionSockets(t.Context(), cfg, inherited(cfg), map[string]*os.File{}, false); err != nil {
+	if _, err := d.provisionSockets(t.Context(), cfg, inherited(cfg), map[string]*os.File{}, false); err != nil {
 		t.Fatal(err)
 	}
 	l := d.socks["app.sock"]
@@ -139,7 +139,7 @@ func TestReplacedSocketSwapsFdStoreEntry(t *testing.T) {
 	// A restart: the fd store hands back the dead socket.
 	l.Close()
 	delete(d.socks, "app.sock")
-	if err := d.provisionSockets(t.Context(), cfg, inherited(cfg), map[string]*os.File{"app.sock": dead}, false); err != nil {
+	if _, err := d.provisionSockets(t.Context(), cfg, inherited(cfg), map[string]*os.File{"app.sock": dead}, false); err != nil {
 		t.Fatal(err)
 	}
 	a := d.socks["app.sock"]

@@ -75,13 +75,9 @@ func (d *Daemon) report() *StatusReport {
 	return r
 }
 
-// newProcess builds the supervisor of one backend on its listeners.
-func (d *Daemon) newProcess(b *config.Backend, ls []*sockets.Listener) *backend.Backend {
-	socks := make([]backend.Socket, len(ls))
-	for i, l := range ls {
-		socks[i] = l
-	}
-	cfg := d.Config()
+// newProcess builds the supervisor of one backend of cfg (the generation
+// it belongs to, which may not be in force yet) on its listeners.
+func (d *Daemon) newProcess(cfg *config.Config, b *config.Backend, socks []backend.Socket) *backend.Backend {
 	return backend.New(b, socks, backend.Options{
 		Logger:     d.log.Named("backend"),
 		Executable: d.opts.Executable,

@@ -192,7 +192,8 @@ func Adopt(cfg *config.Config, spec config.Socket, f *os.File, log hclog.Logger)
 	if err != nil || dom != unix.AF_UNIX || typ != unix.SOCK_STREAM || acc != 1 {
 		return nil, fail(ErrMismatch, err, spec.Path, "inherited descriptor %q for %s is not a listening unix stream socket; clear the fd store (systemctl stop sockvisor) and start again", f.Name(), spec.Path)
 	}
-	if name != spec.Path {
+	// A socket Repair replaced was bound under its temporary name.
+	if name != spec.Path && name != replacementPath(spec.Path) {
 		return nil, fail(ErrMismatch, nil, spec.Path, "inherited socket is bound to %q, not %s; clear the fd store (systemctl stop sockvisor) and start again", name, spec.Path)
 	}
 

@@ -100,11 +100,18 @@ func (l *Listener) repairLocked() (bool, error) {
 	return true, nil
 }
 
+// replacementPath is where Repair binds the replacement for the socket at
+// path before renaming it into place. bind(2) fixes a socket's address, so
+// getsockname on a repaired socket keeps reporting this name.
+func replacementPath(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".new")
+}
+
 // replaceLocked does the swap for repairLocked.
 func (l *Listener) replaceLocked() error {
 	path := l.spec.Path
 	dir, name := filepath.Dir(path), filepath.Base(path)
-	tmp := filepath.Join(dir, "."+name+".new")
+	tmp := replacementPath(path)
 	tmpKeep := filepath.Join(dir, "."+name+".keep.new")
 
 	// Copy what the old file had: Create's socket_owner, socket_group,

@@ -122,3 +122,34 @@ func TestAdoptReplacesShutDownListener(t *testing.T) {
 	defer unix.Close(c)
 	unix.Close(acceptOne(t, a))
 }
+
+// TestAdoptRepairedSocket: a repaired socket keeps the temporary name it
+// was bound under (getsockname), and it is what the fd store hands back
+// after the next `systemctl restart`: Adopt must take it, not refuse it
+// as a socket bound elsewhere.
+func TestAdoptRepairedSocket(t *testing.T) {
+	cfg := setup(t, 1, "")
+	spec := cfg.Backends[0].Sockets[0]
+	l := create(t, cfg, spec)
+	shutdownAs(t, l, 33, 33)
+	if restored, err := l.EnsurePath(); err != nil || restored {
+		t.Fatalf("EnsurePath on a dead socket = %v, %v; want a repair", restored, err)
+	}
+	if l.Dead() != "" {
+		t.Fatal("the socket is still dead after EnsurePath")
+	}
+	f := inherit(t, l)
+	l.Close()
+	log, _ := testLog()
+	a, err := Adopt(cfg, spec, f, log)
+	if err != nil {
+		t.Fatalf("Adopt of a repaired socket: %v", err)
+	}
+	defer a.Close()
+	c, err := dial(spec.Path)
+	if err != nil {
+		t.Fatalf("connect after Adopt: %v", err)
+	}
+	defer unix.Close(c)
+	unix.Close(acceptOne(t, a))
+}

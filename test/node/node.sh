@@ -34,7 +34,10 @@ set -euo pipefail
 # Bump when the rootfs recipe (packages aside) changes; part of the cache key.
 NODE_SCRIPT_VERSION=2
 SUITE=bookworm
-PACKAGES=(systemd systemd-sysv dbus apache2 gunicorn python3-gunicorn php-fpm curl procps iproute2 ca-certificates less)
+PACKAGES=(systemd systemd-sysv dbus apache2 gunicorn python3-gunicorn php-fpm curl procps iproute2 ca-certificates less
+	# [M] the provisioning tests: Ansible's apt module needs python3-apt on
+	# the target; the cloud-init recipe runs inside the node.
+	python3-apt cloud-init)
 # Units that cannot work (or are pointless) in this container.
 MASK_UNITS=(
 	systemd-networkd-wait-online.service systemd-timesyncd.service
@@ -49,6 +52,9 @@ MASK_UNITS=(
 	systemd-binfmt.service proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount
 	sys-kernel-debug.mount sys-kernel-tracing.mount sys-kernel-config.mount
 	sys-fs-fuse-connections.mount dev-hugepages.mount systemd-journald-audit.socket
+	# [M] cloud-init never runs at boot: the provisioning test runs its
+	# stages by hand, and the other tests boot a node without it.
+	cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service
 )
 NODE_HOSTNAME=sockvisor-node
 DROP_CAPS=-sys_module,-sys_rawio,-sys_time,-sys_pacct,-sys_tty_config,-syslog,-wake_alarm,-block_suspend,-mac_admin,-mac_override,-audit_control,-audit_read,-bpf,-perfmon
