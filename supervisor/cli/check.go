@@ -271,7 +271,9 @@ func checkCommands(cfg *config.Config) error {
 	var ps config.Problems
 	for _, b := range cfg.Backends {
 		if err := backend.CheckCommand(b); err != nil {
-			ps = append(ps, config.Problem{Pos: b.Pos, Msg: err.Error()})
+			// b.Pos is the block's "file:line"; a top-level block starts
+			// in column 1.
+			ps = append(ps, config.Problem{Pos: b.Pos + ":1", Msg: err.Error()})
 		}
 	}
 	if ps == nil {
