@@ -23,6 +23,25 @@ const (
 	uwsgiBin    = "/usr/bin/uwsgi"
 )
 
+// asgiApp answers "ok <pid> <path>" like testdata/app.py.
+const asgiApp = `import os
+
+
+async def app(scope, receive, send):
+    assert scope["type"] == "http"
+    body = ("ok %d %s\\n" % (os.getpid(), scope["path"])).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+`
+
+func writeApp(e *env, name, src string) string {
+	p := filepath.Join(e.dir, name)
+	if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
 // fpmBin is the installed PHP-FPM, whatever its version ("php-fpm" when
 // none is, so the gate names what is missing).
 var fpmBin = func() string {
@@ -86,6 +105,24 @@ command = [%q]`, fpmBin)
 		req: func(e *env, path string) requester {
 			return fcgiRequester(path, filepath.Join(e.dir, "hello.php"), "hello from php")
 		},
+	},
+	{
+		name: "uvicorn", bins: []string{uvicornBin},
+		hcl: func(e *env) string {
+			writeApp(e, "asgi.py", asgiApp)
+			return fmt.Sprintf(`preset = "uvicorn"
+command = [%q, "--app-dir", %q, "--no-access-log", "asgi:app"]`, uvicornBin, e.dir)
+		},
+		req: func(e *env, path string) requester { return httpRequester(path, "/") },
+	},
+	{
+		name: "puma", bins: []string{pumaBin},
+		hcl: func(e *env) string {
+			copyFile(e.t, filepath.Join("testdata", "config.ru"), filepath.Join(e.dir, "config.ru"), 0o644)
+			return fmt.Sprintf(`preset = "puma"
+command = [%q, "--environment", "production", %q]`, pumaBin, filepath.Join(e.dir, "config.ru"))
+		},
+		req: func(e *env, path string) requester { return httpRequester(path, "/") },
 	},
 	{
 		name: "generic",

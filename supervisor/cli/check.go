@@ -46,6 +46,11 @@ func runCheck(e *env, fs *flag.FlagSet, args []string) (int, error) {
 		return ExitFailure, usageErr("takes no arguments")
 	}
 	cfg, code, err := loadConfig(fs)
+	if err == nil {
+		if perr := checkCommands(cfg); perr != nil {
+			cfg, code, err = nil, ExitProblems, perr
+		}
+	}
 	if fs.Lookup("json").Value.String() == "true" {
 		path := config.Path(fs.Lookup("config").Value.String())
 		return code, writeCheckJSON(e.stdout, checkReport(path, cfg, err))
@@ -257,4 +262,22 @@ func writeCheckJSON(w io.Writer, r checkJSON) error {
 		return fmt.Errorf("writing JSON: %w", err)
 	}
 	return nil
+}
+
+// checkCommands builds every backend's command line as run would, so what
+// only starting the server would otherwise show (a uvicorn --port beside
+// the inherited socket, say) is a problem at its backend's line.
+func checkCommands(cfg *config.Config) error {
+	var ps config.Problems
+	for _, b := range cfg.Backends {
+		if err := backend.CheckCommand(b); err != nil {
+			// b.Pos is the block's "file:line"; a top-level block starts
+			// in column 1.
+			ps = append(ps, config.Problem{Pos: b.Pos + ":1", Msg: err.Error()})
+		}
+	}
+	if ps == nil {
+		return nil
+	}
+	return ps
 }

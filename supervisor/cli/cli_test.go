@@ -311,3 +311,26 @@ func runAs(t *testing.T, args ...string) (int, string, string) {
 		return 0, "", ""
 	}
 }
+
+// check refuses a command that `run` could not start: a uvicorn --port
+// beside the socket sockvisor passes.
+func TestCheckPresetCommand(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	cfg := writeConfig(t, dir, fmt.Sprintf(`socket_dir = %q
+control_socket = %q
+backend "asgi" {
+  preset  = "uvicorn"
+  command = ["/bin/true", "--port", "8000", "app:app"]
+  user    = "root"
+  mount   = "/asgi/"
+}
+`, filepath.Join(dir, "s"), filepath.Join(dir, "ctl")))
+	code, _, errOut := run("check", "--config", cfg)
+	if code != ExitProblems || !strings.Contains(errOut, "sv.hcl:3:1: backend \"asgi\"") || !strings.Contains(errOut, "remove that flag") {
+		t.Errorf("check: exit %d %q; want 1 naming the backend's line and the flag", code, errOut)
+	}
+	code, r, _ := checkOut(t, "--config", cfg)
+	if code != ExitProblems || r.Valid || len(r.Problems) != 1 || r.Problems[0].Line != 3 || !strings.Contains(r.Problems[0].Message, "remove that flag") {
+		t.Errorf("check --json: exit %d %+v; want one problem at line 3", code, r)
+	}
+}

@@ -91,7 +91,7 @@ type Apache struct {
 // Backend is one supervised application server.
 type Backend struct {
 	Name     string
-	Preset   string // gunicorn | uwsgi | php-fpm | generic
+	Preset   string // gunicorn | uwsgi | php-fpm | uvicorn | puma | generic
 	Command  []string
 	Protocol string // http | fcgi | uwsgi
 	// Websocket makes Apache forward Upgrade: websocket (protocol http only).

@@ -135,6 +135,7 @@ func TestProblems(t *testing.T) {
 		{"missing command", "backend \"a\" {\n  user = \"root\"\n}\n", "1", []string{"no command"}},
 		{"command not found", "backend \"a\" {\n  command = [\"/nonexistent/gunicorn\"]\n  user = \"root\"\n}\n", "2", []string{"not an executable"}},
 		{"protocol vs preset", "backend \"a\" {\n  preset = \"php-fpm\"\n  protocol = \"http\"\n  command = [\"/bin/true\"]\n  user = \"root\"\n}\n", "3", []string{"does not work with preset"}},
+		{"handoff vs preset", "backend \"a\" {\n  preset = \"uvicorn\"\n  handoff = \"stdin\"\n  command = [\"/bin/true\"]\n  user = \"root\"\n}\n", "3", []string{"handoff \"stdin\" does not work with preset \"uvicorn\"", "listen-fds or self"}},
 		{"fcgi needs document_root", "backend \"a\" {\n  preset = \"php-fpm\"\n  command = [\"/bin/true\"]\n  user = \"root\"\n}\n", "1", []string{"document_root"}},
 		{"relative socket_dir", "socket_dir = \"run/x\"\n", "1", []string{"absolute"}},
 		{"control socket in socket_dir", "control_socket = \"/run/sockvisor/ctl\"\n", "1", []string{"inside socket_dir"}},

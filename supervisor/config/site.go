@@ -71,16 +71,13 @@ func (b *Backend) Docroot() bool {
 }
 
 // DefaultFPMMaxChildren is pm.max_children when the fpm block leaves it
-// unset: four PHP processes per CPU, at least 8. PHP requests mostly wait
-// on a database, so a pool as small as the CPU count queues needlessly,
-// while PHP-FPM's own default of 5 was measured to saturate ("server
-// reached pm.max_children setting (5)" 13 times under load).
+// unset: four PHP processes per CPU, at least 8, at most a quarter of the
+// memory at 64 MiB each (fpmsize.go). PHP requests mostly wait on a
+// database, so a pool as small as the CPU count queues needlessly, while
+// PHP-FPM's own default of 5 was measured to saturate ("server reached
+// pm.max_children setting (5)" 13 times under load).
 func DefaultFPMMaxChildren() int {
-	n := 4 * runtime.NumCPU()
-	if n < 8 {
-		n = 8
-	}
-	return n
+	return fpmChildren(runtime.NumCPU(), memTotal())
 }
 
 type fileSite struct {

@@ -18,8 +18,10 @@ import (
 
 // Preset is what a preset fills in when the backend leaves a key unset.
 type Preset struct {
-	Protocols    []string // allowed protocols; the first is the default
-	Handoff      string
+	Protocols []string // allowed protocols; the first is the default
+	Handoff   string
+	// Handoffs lists the handoffs the server can take; nil means any.
+	Handoffs     []string
 	StopSignal   syscall.Signal
 	ReloadSignal syscall.Signal // 0 means "replace"
 }
@@ -32,6 +34,13 @@ var Presets = map[string]Preset{
 	"uwsgi":   {Protocols: []string{"uwsgi", "http", "fcgi"}, Handoff: "listen-fds", StopSignal: syscall.SIGTERM, ReloadSignal: syscall.SIGHUP},
 	"php-fpm": {Protocols: []string{"fcgi"}, Handoff: "fpm", StopSignal: syscall.SIGQUIT, ReloadSignal: syscall.SIGUSR2},
 	"generic": {Protocols: []string{"http", "fcgi", "uwsgi"}, Handoff: "listen-fds", StopSignal: syscall.SIGTERM},
+	// uvicorn 0.17 takes the socket as --fd 3 and has no reload signal
+	// (HUP kills a single process), so a reload replaces the process.
+	"uvicorn": {Protocols: []string{"http"}, Handoff: "listen-fds", Handoffs: []string{"listen-fds", "self"}, StopSignal: syscall.SIGTERM},
+	// Puma 5.6 adopts the socket through LISTEN_FDS. Its USR2 re-exec
+	// would keep the pid, but replacing the process is what a restart
+	// under load was measured with (0 failed).
+	"puma": {Protocols: []string{"http"}, Handoff: "listen-fds", Handoffs: []string{"listen-fds", "self"}, StopSignal: syscall.SIGTERM},
 }
 
 var (
@@ -246,6 +255,9 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 	}
 	b.Handoff = str(fb.Handoff, preset.Handoff)
 	v.oneOf(key+".handoff", b.Handoff, "listen-fds", "fpm", "stdin", "self")
+	if preset.Handoffs != nil && contains([]string{"listen-fds", "fpm", "stdin", "self"}, b.Handoff) && !contains(preset.Handoffs, b.Handoff) {
+		v.at(key+".handoff", "handoff %q does not work with preset %q; use %s", b.Handoff, b.Preset, strings.Join(preset.Handoffs, " or "))
+	}
 	if b.Websocket && b.Protocol != "http" {
 		v.at(key+".websocket", "websocket = true needs protocol \"http\", not %q", b.Protocol)
 	}
