@@ -329,26 +329,25 @@ func TestPHPMaxChildrenWhileRequestsQueue(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(www, "slow.php"), []byte(slowPHP), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			command := fmt.Sprintf(`[%q]`, fpm)
+			// Five children, then the fix the doctor names: room for the load.
+			pool := `fpm { max_children = 5 }`
 			if fixed {
-				// The fix the doctor names: an own pool with room for the load.
-				pool := filepath.Join(dir, "pool.conf")
-				src := fmt.Sprintf("[global]\nerror_log = /proc/self/fd/2\ndaemonize = no\nprocess_control_timeout = 5s\n[blog]\nlisten = %s\npm = static\npm.max_children = 12\n", filepath.Join(dir, "s", "blog.sock"))
-				if err := os.WriteFile(pool, []byte(src), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				command = fmt.Sprintf(`[%q, "-y", %q]`, fpm, pool)
+				pool = `fpm {
+    pm = "static"
+    max_children = 12
+  }`
 			}
 			sv := startSockvisor(t, dir, "", fmt.Sprintf(`
 backend "blog" {
   preset = "php-fpm"
-  command = %s
+  command = [%q]
   mount = "/blog/"
   document_root = %q
   user = "www-data"
   stop_timeout = "5s"
+  %s
 }
-`, command, www), nil)
+`, fpm, www, pool), nil)
 			// Twelve clients at once against at most five children
 			// (sockvisor's generated pool, pm = dynamic): PHP-FPM spawns
 			// up to five within about three seconds, warns, and the rest
@@ -386,7 +385,7 @@ backend "blog" {
 			}
 			f := wantProblem(t, r, IDPHPMaxChildren)
 			mustContain(t, "what", f.What, "[blog]", "pm.max_children (5)", "wait in the socket's queue")
-			mustContain(t, "fix", f.Fix, "-y FILE", "pm.max_children")
+			mustContain(t, "fix", f.Fix, "fpm { max_children = N }", "sockvisor reload")
 			if f.Severity != SevError {
 				t.Errorf("max_children with a queue is %s, want error", f.Severity)
 			}

@@ -303,6 +303,10 @@ func orSlash(s string) string {
 	return s
 }
 
+// maxChildrenWarnAfter is how many recent "server reached pm.max_children"
+// lines, with nothing queued now, make a warning rather than a note.
+const maxChildrenWarnAfter = 10
+
 var maxChildrenRe = regexp.MustCompile(`\[pool ([^\]]+)\] server reached (?:pm\.)?max_children setting \((\d+)\)`)
 
 // maxChildren reads PHP-FPM's log for "server reached pm.max_children": for
@@ -381,9 +385,15 @@ func (d *doc) maxChildren(ctx context.Context) {
 				qev = fmt.Sprintf("%s's accept queue (sock_diag): %d queued, backlog %d", t.Socket, st.Queue, st.Backlog)
 			}
 		}
-		sev, now := SevWarning, "recently"
+		// A burst that filled the pool once and drained is no problem now:
+		// only a pool that keeps hitting its limit is a trap (a rolling
+		// upgrade's health gate must not fail on one busy second).
+		sev, now := SevInfo, "recently"
+		if h.recent && h.n >= maxChildrenWarnAfter {
+			sev = SevWarning
+		}
 		if !h.recent {
-			sev, now = SevInfo, fmt.Sprintf("over %v ago", recentLog)
+			now = fmt.Sprintf("over %v ago", recentLog)
 		}
 		if queued > 0 {
 			sev, now = SevError, fmt.Sprintf("and now %d request(s) wait in the socket's queue", queued)
@@ -396,7 +406,7 @@ func (d *doc) maxChildren(ctx context.Context) {
 			f.Evidence = append(f.Evidence, qev)
 		}
 		if be != nil {
-			f.Fix = fmt.Sprintf("the pool sockvisor generates for backend %q allows %s children: give it your own pool with `-y FILE` in its command and pm.max_children = N there (N = free memory / one worker's RSS), then `sockvisor reload`; or find the slow requests with request_slowlog_timeout", pool, h.limit)
+			f.Fix = fmt.Sprintf("the pool sockvisor generates for backend %q allows %s children: set `fpm { max_children = N }` in that backend (N = free memory / one worker's RSS), then `sockvisor reload`; or find the slow requests with request_slowlog_timeout", pool, h.limit)
 		} else {
 			f.Fix = fmt.Sprintf("raise pm.max_children in pool [%s]'s config (size it: free memory / one worker's RSS) and reload PHP-FPM (systemctl reload php%s-fpm); or find the slow requests with request_slowlog_timeout", pool, phpVersion())
 		}
