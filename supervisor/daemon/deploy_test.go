@@ -559,29 +559,42 @@ func steadyWrk(t *testing.T, h *harness, d time.Duration) wrkRun {
 // 10 restarts of uvicorn (which closes idle keep-alive connections when it
 // stops) under wrk -c8 through Apache. With the default proxy.keepalive =
 // false Apache never reuses a connection the old process closed (with
-// keepalive = true: 4-9 non-2xx and 61 socket errors). What remains
-// (measured: 6 to 14 failures in 46,000-62,000 requests, at most one a
-// 502) are connections uvicorn 0.17 had accepted but not yet read when it
-// began to stop: it closes those, and no ordering of signals on a shared
-// socket avoids that (SIGSTOP before SIGTERM measured no better); only a
-// fresh socket per generation would. The bound (0.1 %) keeps that residue
-// visible without making the test flaky.
+// keepalive = true: 4-9 non-2xx and 61 socket errors).
+//
+// With preset = "uvicorn" nothing else fails: the preset's patch lets
+// uvicorn read the connections it has accepted before it stops (see
+// backend's uvicornFix). Started by hand as a generic backend (`--fd 3`),
+// uvicorn 0.17 closes those unread, and no ordering of signals on a shared
+// socket avoids that (measured: 6 to 14 failures in 46,000-62,000 requests;
+// SIGSTOP before SIGTERM no better): that variant is bounded at 0.1 % to
+// keep the residue visible, and the README recommends the preset.
 // SOCKVISOR_MEASURE_KEEPALIVE=1 also measures keepalive = true and steady
 // throughput, for the README's numbers.
 func TestRestartsUnderWrkKeepalive(t *testing.T) {
 	testutil.NeedBinary(t, "wrk")
 	measure := os.Getenv("SOCKVISOR_MEASURE_KEEPALIVE") != ""
-	type variant struct {
-		name, extra string
-		must        bool
+	preset := servers[1]
+	preset.hcl = func(app, _ string) string {
+		return fmt.Sprintf(`preset = "uvicorn"
+  command = ["/usr/bin/uvicorn", "--no-access-log", "--app-dir", %q, "asgi:app"]`, app)
 	}
-	variants := []variant{{"keepalive=false (default)", "", true}}
+	type variant struct {
+		name  string
+		srv   server
+		extra string
+		// allowed is the most failures per 1,000 requests; -1 measures only.
+		allowed int
+	}
+	variants := []variant{
+		{"preset uvicorn, keepalive=false (default)", preset, "", 0},
+		{"generic --fd 3, keepalive=false (default)", servers[1], "", 1},
+	}
 	if measure {
-		variants = append(variants, variant{"keepalive=true", "proxy {\n    keepalive = true\n  }", false})
+		variants = append(variants, variant{"generic --fd 3, keepalive=true", servers[1], "proxy {\n    keepalive = true\n  }", -1})
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
-			h, _ := deployHarness(t, servers[1], v.extra)
+			h, _ := deployHarness(t, v.srv, v.extra)
 			if measure {
 				s := steadyWrk(t, h, 8*time.Second)
 				t.Logf("uvicorn, %s, no restarts, wrk -c8 8 s: %.0f req/s, %d non-2xx, %d socket errors", v.name, s.rps, s.non2xx, s.sockErrs)
@@ -591,8 +604,8 @@ func TestRestartsUnderWrkKeepalive(t *testing.T) {
 			}
 			r := restartsUnderWrk(t, h, 10, 15*time.Second)
 			t.Logf("uvicorn, %s, 10 restarts under wrk -c8 15 s: %d requests, %.0f req/s, %d non-2xx, %d socket errors", v.name, r.requests, r.rps, r.non2xx, r.sockErrs)
-			if v.must && ((r.non2xx+r.sockErrs)*1000 > r.requests || r.requests < 1000) {
-				t.Errorf("%d non-2xx and %d socket errors in %d requests\n%s", r.non2xx, r.sockErrs, r.requests, h.apache.Log())
+			if v.allowed >= 0 && ((r.non2xx+r.sockErrs)*1000 > r.requests*v.allowed || r.requests < 1000) {
+				t.Errorf("%d non-2xx and %d socket errors in %d requests (at most %d per 1,000 allowed)\n%s", r.non2xx, r.sockErrs, r.requests, v.allowed, h.apache.Log())
 			}
 		})
 	}
