@@ -21,7 +21,7 @@ apache {
 }
 
 # backend "app" {
-#   preset    = "gunicorn"                # gunicorn | uwsgi | php-fpm | generic
+#   preset    = "gunicorn"                # gunicorn | uwsgi | php-fpm | uvicorn | puma | generic
 #   command   = ["/usr/bin/gunicorn", "--workers", "2", "--chdir", "/srv/app", "app:app"]
 #   mount     = "/"                       # URL path Apache forwards; "" = none
 #   user      = "www-data"

@@ -104,6 +104,11 @@ func uwsgiArgs(c *cmdContext) ([]string, error) {
 	if !hasFlag(user, "--hook-master-start") {
 		out = append(out, "--hook-master-start", "unix_signal:15 gracefully_kill_them_all")
 	}
+	// uWSGI 2.0 without an app keeps running and answers 500, so a broken
+	// deploy would fail only at ready.timeout; with it, it exits at once.
+	if !hasFlag(user, "--need-app", "--no-need-app") {
+		out = append(out, "--need-app")
+	}
 	flag := uwsgiSocketFlag[c.b.Protocol]
 	switch c.b.Handoff {
 	case "listen-fds", "stdin":

@@ -41,17 +41,17 @@ func TestBuildCommand(t *testing.T) {
 		{
 			name: "uwsgi http on fd 3, no LISTEN_FDS",
 			b:    config.Backend{Preset: "uwsgi", Handoff: "listen-fds", Protocol: "http", Command: []string{"uwsgi", "--module", "app"}},
-			want: []string{"uwsgi", "--plugin", "python3", "--master", "--die-on-term", "--hook-master-start", "unix_signal:15 gracefully_kill_them_all", "--http-socket", "fd://3", "--module", "app"},
+			want: []string{"uwsgi", "--plugin", "python3", "--master", "--die-on-term", "--hook-master-start", "unix_signal:15 gracefully_kill_them_all", "--need-app", "--http-socket", "fd://3", "--module", "app"},
 		},
 		{
 			name: "uwsgi keeps the user's plugin and master",
 			b:    config.Backend{Preset: "uwsgi", Handoff: "listen-fds", Protocol: "uwsgi", Command: []string{"uwsgi", "--plugins=python311", "--master", "--module", "app"}},
-			want: []string{"uwsgi", "--die-on-term", "--hook-master-start", "unix_signal:15 gracefully_kill_them_all", "--socket", "fd://3", "--plugins=python311", "--master", "--module", "app"},
+			want: []string{"uwsgi", "--die-on-term", "--hook-master-start", "unix_signal:15 gracefully_kill_them_all", "--need-app", "--socket", "fd://3", "--plugins=python311", "--master", "--module", "app"},
 		},
 		{
 			name: "uwsgi fastcgi on stdin",
-			b:    config.Backend{Preset: "uwsgi", Handoff: "stdin", Protocol: "fcgi", Command: []string{"uwsgi", "-M", "--plugin", "python3"}},
-			want: []string{"uwsgi", "--die-on-term", "--hook-master-start", "unix_signal:15 gracefully_kill_them_all", "--fastcgi-socket", "fd://0", "-M", "--plugin", "python3"},
+			b:    config.Backend{Preset: "uwsgi", Handoff: "stdin", Protocol: "fcgi", Command: []string{"uwsgi", "-M", "--plugin", "python3", "--need-app"}},
+			want: []string{"uwsgi", "--die-on-term", "--hook-master-start", "unix_signal:15 gracefully_kill_them_all", "--fastcgi-socket", "fd://0", "-M", "--plugin", "python3", "--need-app"},
 		},
 		{
 			name: "php-fpm with its own config",

@@ -380,20 +380,33 @@ func (v *validator) sockets(c *Config, b *Backend, name string) []Socket {
 		}
 		s := Socket{Backend: b.Name, Instance: i, Name: n, Path: filepath.Join(c.SocketDir, n)}
 		if l := len(s.Path); l > MaxSocketPath {
-			v.at(budgetKey, "socket path %s is %d bytes long; the kernel limit (sun_path) is %d bytes; shorten socket_dir or the socket name by %d bytes", s.Path, l, MaxSocketPath, l-MaxSocketPath)
+			v.at(budgetKey, "socket path %s is %d bytes long; the kernel limit (sun_path) is %d bytes; shorten socket_dir or the socket name by %s", s.Path, l, MaxSocketPath, byteCount(l-MaxSocketPath))
 		} else if l > MaxApachePath && b.Mount != "" {
-			v.at(budgetKey, "socket path %s is %d bytes long; Apache's limit for a ProxyPass socket is %d bytes; shorten socket_dir or the socket name by %d bytes", s.Path, l, MaxApachePath, l-MaxApachePath)
+			v.at(budgetKey, "socket path %s is %d bytes long; Apache's limit for a ProxyPass socket is %d bytes; shorten socket_dir or the socket name by %s", s.Path, l, MaxApachePath, byteCount(l-MaxApachePath))
 		}
 		out = append(out, s)
 	}
 	return out
 }
 
+// byteCount is "1 byte" or "N bytes".
+func byteCount(n int) string {
+	if n == 1 {
+		return "1 byte"
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
 func (v *validator) mode(key, s string, max uint64) Mode {
 	m, err := strconv.ParseUint(s, 8, 32)
 	// A bare number such as 0750 is decimal to HCL: only a quoted string is unambiguous.
 	if err != nil || m > max || s == "" || v.nonString[key] {
-		v.at(key, "%s %q is not an octal mode; write it as a string such as \"%04o\"", lastField(key), s, max&0o2770)
+		if _, octal := strconv.ParseUint(s, 8, 32); v.nonString[key] && octal == nil {
+			// HCL read a bare 0660 as the decimal 660: suggest those digits quoted.
+			v.at(key, "%s must be a quoted octal string: HCL reads a bare number as decimal; write %s = \"%04s\"", lastField(key), lastField(key), s)
+		} else {
+			v.at(key, "%s %q is not an octal mode; write it as a string such as \"%04o\"", lastField(key), s, max&0o2770)
+		}
 		if v.badMode == nil {
 			v.badMode = map[string]bool{}
 		}

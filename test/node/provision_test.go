@@ -304,7 +304,7 @@ func provisionSecondRun(t *testing.T, s *suite, a *ansibleEnv) {
 
 // socketModeRE is check's message for a mode written as a YAML number, as
 // Ansible prints it (inside a JSON string).
-var socketModeRE = regexp.MustCompile(`(/var/lib/sockvisor-ansible/sockvisor\.hcl):(\d+):(\d+): socket_mode \\?"432\\?" is not an octal mode`)
+var socketModeRE = regexp.MustCompile(`(/var/lib/sockvisor-ansible/sockvisor\.hcl):(\d+):(\d+): socket_mode must be a quoted octal string`)
 
 func provisionBroken(t *testing.T, s *suite, a *ansibleEnv) {
 	before := s.status(t)
