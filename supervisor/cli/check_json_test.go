@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -28,6 +29,10 @@ func checkOut(t *testing.T, args ...string) (int, checkJSON, string) {
 func TestCheckJSONValid(t *testing.T) {
 	dir := testutil.ShortDir(t)
 	sd := filepath.Join(dir, "s")
+	docroot := filepath.Join(dir, "php")
+	if err := os.Mkdir(docroot, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	cfg := writeConfig(t, dir, `socket_dir = "`+sd+`"
 site "www.example" {
   aliases = ["example.com"]
@@ -40,10 +45,10 @@ backend "app" {
 }
 backend "php" {
   preset        = "php-fpm"
-  command       = ["/usr/sbin/php-fpm8.2"]
+  command       = ["/bin/true"]
   user          = "root"
   mount         = "/php/"
-  document_root = "/srv/php"
+  document_root = "`+docroot+`"
   instances     = 2
 }
 backend "quiet" {

@@ -264,6 +264,8 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 
 	if len(b.Command) == 0 {
 		v.at(key, "backend %q has no command; set command = [\"/path/to/server\", \"args\"...]", b.Name)
+	} else if strings.ContainsRune(b.Command[0], 0) {
+		// noNUL below reports it; a path with NUL is no file to look up.
 	} else if _, err := exec.LookPath(b.Command[0]); err != nil {
 		v.at(key+".command", "command %q is not an executable file; install it or fix the path", b.Command[0])
 	}
