@@ -604,7 +604,7 @@ func TestRestartsUnderWrkKeepalive(t *testing.T) {
 			}
 			r := restartsUnderWrk(t, h, 10, 15*time.Second)
 			t.Logf("uvicorn, %s, 10 restarts under wrk -c8 15 s: %d requests, %.0f req/s, %d non-2xx, %d socket errors", v.name, r.requests, r.rps, r.non2xx, r.sockErrs)
-			if v.allowed >= 0 && ((r.non2xx+r.sockErrs)*1000 > r.requests*v.allowed || r.requests < 1000) {
+			if v.allowed >= 0 && ((r.non2xx+r.sockErrs)*1000 > r.requests*int64(v.allowed) || r.requests < 1000) {
 				t.Errorf("%d non-2xx and %d socket errors in %d requests (at most %d per 1,000 allowed)\n%s", r.non2xx, r.sockErrs, r.requests, v.allowed, h.apache.Log())
 			}
 		})
