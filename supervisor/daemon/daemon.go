@@ -63,6 +63,9 @@ type Daemon struct {
 	stopCtx context.Context
 	// bg tracks rollbacks that run alongside shutdown.
 	bg sync.WaitGroup
+	// state writes the state file; nil until housekeeping started. Only
+	// Run's goroutine uses it (housekeep, then shutdown once it stopped).
+	state *stateWriter
 
 	mu     sync.Mutex // guards the fields below
 	cfg    *config.Config

@@ -41,6 +41,7 @@ func (d *Daemon) housekeep(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	w := &stateWriter{}
+	d.state = w
 	d.saveState(w)
 	failing := map[string]string{} // socket path -> last repair error logged
 	go func() {
@@ -65,8 +66,8 @@ func (d *Daemon) housekeep(ctx context.Context) (stop func()) {
 func (d *Daemon) saveState(w *stateWriter) {
 	path := statePath(d.opts.StateDir, d.Config().SocketDir)
 	if w.path != path {
-		if w.path != "" {
-			os.Remove(w.path)
+		if w.path != "" && w.last != nil {
+			removeOwnState(w.path)
 		}
 		w.path, w.last = path, nil
 	}
@@ -85,9 +86,21 @@ func (d *Daemon) saveState(w *stateWriter) {
 }
 
 // removeState removes the state file: after a clean stop there are no
-// backends left to take over.
+// backends left to take over. Only a daemon that wrote the file removes it:
+// a second sockvisor refused at start-up (its sockets are in use) shares
+// the first one's socket_dir, hence its state file, and deleting it would
+// leave the first one's backends unrecoverable after a crash.
 func (d *Daemon) removeState() {
-	os.Remove(statePath(d.opts.StateDir, d.Config().SocketDir))
+	if w := d.state; w != nil && w.last != nil {
+		removeOwnState(w.path)
+	}
+}
+
+// removeOwnState removes the state file at path if it names this process.
+func removeOwnState(path string) {
+	if st, err := readState(path); err == nil && st != nil && st.PID == os.Getpid() {
+		os.Remove(path)
+	}
 }
 
 // repairDead replaces every listening socket a backend shut down (see
