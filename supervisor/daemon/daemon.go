@@ -566,6 +566,13 @@ func (d *Daemon) Restart(ctx context.Context, name string) error {
 		return fmt.Errorf("no backend named %q; configured: %s", name, strings.Join(names, ", "))
 	}
 	d.log.Info("restarting backend", "backend", name)
+	// The new process is probed on the path: a deleted one is put back
+	// first, as housekeeping would, which waits while we hold reloadMu.
+	for _, l := range d.listenersFor(p.cfg) {
+		if l != nil {
+			d.restorePath(name, l, map[string]string{})
+		}
+	}
 	err := p.p.Restart(ctx)
 	if err != nil && d.closing.Load() {
 		return fmt.Errorf("restart of %q abandoned: %w", name, errStopping)
