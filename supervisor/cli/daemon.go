@@ -6,6 +6,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -96,6 +98,49 @@ func runRun(e *env, fs *flag.FlagSet, args []string) (int, error) {
 func client(fs *flag.FlagSet) (*control.Client, int, error) {
 	path := config.Path(fs.Lookup("config").Value.String())
 	return control.NewClient(config.PeekControlSocket(path)), ExitOK, nil
+}
+
+// explicitConfig is the config file named with --config or
+// $SOCKVISOR_CONFIG, or "" when the default applies.
+func explicitConfig(fs *flag.FlagSet) string {
+	if p := fs.Lookup("config").Value.String(); p != "" {
+		return p
+	}
+	return os.Getenv(config.EnvPath)
+}
+
+// sameConfig reports whether paths a and b name the same file.
+func sameConfig(a, b string) bool {
+	ai, aerr := os.Stat(a)
+	bi, berr := os.Stat(b)
+	if aerr == nil && berr == nil {
+		return os.SameFile(ai, bi)
+	}
+	aa, _ := filepath.Abs(a)
+	ba, _ := filepath.Abs(b)
+	return aa == ba
+}
+
+// checkReloadTarget refuses a reload when the config file named on the
+// command line is not the one the running daemon reads: the daemon would
+// re-read its own file and report success, applying nothing of the other.
+func checkReloadTarget(ctx context.Context, c *control.Client, fs *flag.FlagSet) (int, error) {
+	named := explicitConfig(fs)
+	if named == "" {
+		return ExitOK, nil
+	}
+	raw, err := c.Status(ctx)
+	if err != nil {
+		return callExit(err), err
+	}
+	var st daemon.StatusReport
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return ExitFailure, fmt.Errorf("decoding status: %w", err)
+	}
+	if st.ConfigFile == "" || sameConfig(named, st.ConfigFile) {
+		return ExitOK, nil // an older daemon does not say
+	}
+	return ExitProblems, fmt.Errorf("the running sockvisor reads %s, not %s; edit %s and reload, or restart sockvisor with --config %s", st.ConfigFile, named, st.ConfigFile, named)
 }
 
 // callExit maps a control error to an exit code: a request the daemon
@@ -213,6 +258,9 @@ func runReload(e *env, fs *flag.FlagSet, args []string) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	if code, err := checkReloadTarget(ctx, c, fs); err != nil {
+		return code, err
+	}
 	if err := c.Reload(ctx); err != nil {
 		return callExit(err), err
 	}
