@@ -61,7 +61,7 @@ func emptyGeneration(cfg *config.Config) *config.Config {
 func (d *Daemon) transact(ctx context.Context, old, next *config.Config, stored map[string]*os.File) error {
 	t := &txn{d: d, initial: stored != nil, old: old, next: next, plan: diff(old, next)}
 	if !t.initial {
-		if err := restartOnlyChanges(old, next); err != nil {
+		if err := restartOnlyChanges(old, next, runsUnderSystemd()); err != nil {
 			return err
 		}
 		if err := handoffChanges(old, next); err != nil {
