@@ -180,7 +180,13 @@ func runStatus(e *env, fs *flag.FlagSet, args []string) (int, error) {
 }
 
 func writeStatus(e *env, st *daemon.StatusReport) {
-	if st.Phase != "running" {
+	switch {
+	case st.Phase == "starting" && len(st.Backends) == 0:
+		fmt.Fprintln(e.stdout, "sockvisor is starting: creating its sockets, no backend started yet")
+		return
+	case st.Phase == "starting":
+		fmt.Fprintf(e.stdout, "sockvisor is starting: %d backend(s) started, waiting until they are ready\n", len(st.Backends))
+	case st.Phase != "running":
 		fmt.Fprintf(e.stdout, "sockvisor is %s\n", st.Phase)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)

@@ -67,11 +67,14 @@ type Daemon struct {
 	// Run's goroutine uses it (housekeep, then shutdown once it stopped).
 	state *stateWriter
 
-	mu     sync.Mutex // guards the fields below
-	cfg    *config.Config
-	socks  map[string]*sockets.Listener // by socket name
-	procs  map[string]*proc             // by backend name
-	apache *apache.Manager
+	mu    sync.Mutex // guards the fields below
+	cfg   *config.Config
+	socks map[string]*sockets.Listener // by socket name
+	procs map[string]*proc             // by backend name
+	// starting are the processes start-up started and waits for, until it
+	// moves them to procs; status shows them meanwhile.
+	starting []*proc
+	apache   *apache.Manager
 	// lastReloadErr is shown in status until a reload succeeds.
 	lastReloadErr string
 	phase         string

@@ -133,6 +133,11 @@ func (d *Daemon) report() *StatusReport {
 	for _, p := range d.procs {
 		procs = append(procs, p)
 	}
+	for _, p := range d.starting {
+		if d.procs[p.cfg.Name] == nil {
+			procs = append(procs, p)
+		}
+	}
 	socks := make(map[string]*sockets.Listener, len(d.socks))
 	for k, v := range d.socks {
 		socks[k] = v
