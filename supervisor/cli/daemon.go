@@ -95,8 +95,15 @@ func runRun(e *env, fs *flag.FlagSet, args []string) (int, error) {
 // client finds the control socket through the same config `run` uses. It
 // reads only control_socket, so a config broken since the daemon started
 // still reaches the daemon, which then reports what is wrong.
+// A file named with --config or $SOCKVISOR_CONFIG must exist, else the
+// answer would come from whatever daemon the default control socket has.
 func client(fs *flag.FlagSet) (*control.Client, int, error) {
 	path := config.Path(fs.Lookup("config").Value.String())
+	if explicitConfig(fs) != "" {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil, ExitFailure, fmt.Errorf("%w: %s does not exist; pass the config file sockvisor run uses with --config", config.ErrNotFound, path)
+		}
+	}
 	return control.NewClient(config.PeekControlSocket(path)), ExitOK, nil
 }
 

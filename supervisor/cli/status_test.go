@@ -93,3 +93,17 @@ func TestStatusWhileStarting(t *testing.T) {
 		}
 	}
 }
+
+// status --config with a missing file used to answer "not running on
+// /run/sockvisor.ctl", the default control socket.
+func TestStatusMissingConfig(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nonexistent.hcl")
+	code, _, errOut := run("status", "--config", missing)
+	if code != ExitFailure || !strings.Contains(errOut, missing+" does not exist") || strings.Contains(errOut, "not running") {
+		t.Errorf("status --config MISSING: exit %d %q", code, errOut)
+	}
+	t.Setenv("SOCKVISOR_CONFIG", missing)
+	if code, _, errOut := run("reload"); code != ExitFailure || !strings.Contains(errOut, "does not exist") {
+		t.Errorf("reload with $SOCKVISOR_CONFIG missing: exit %d %q", code, errOut)
+	}
+}
