@@ -6,6 +6,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -93,9 +95,59 @@ func runRun(e *env, fs *flag.FlagSet, args []string) (int, error) {
 // client finds the control socket through the same config `run` uses. It
 // reads only control_socket, so a config broken since the daemon started
 // still reaches the daemon, which then reports what is wrong.
+// A file named with --config or $SOCKVISOR_CONFIG must exist, else the
+// answer would come from whatever daemon the default control socket has.
 func client(fs *flag.FlagSet) (*control.Client, int, error) {
 	path := config.Path(fs.Lookup("config").Value.String())
+	if explicitConfig(fs) != "" {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil, ExitFailure, fmt.Errorf("%w: %s does not exist; pass the config file sockvisor run uses with --config", config.ErrNotFound, path)
+		}
+	}
 	return control.NewClient(config.PeekControlSocket(path)), ExitOK, nil
+}
+
+// explicitConfig is the config file named with --config or
+// $SOCKVISOR_CONFIG, or "" when the default applies.
+func explicitConfig(fs *flag.FlagSet) string {
+	if p := fs.Lookup("config").Value.String(); p != "" {
+		return p
+	}
+	return os.Getenv(config.EnvPath)
+}
+
+// sameConfig reports whether paths a and b name the same file.
+func sameConfig(a, b string) bool {
+	ai, aerr := os.Stat(a)
+	bi, berr := os.Stat(b)
+	if aerr == nil && berr == nil {
+		return os.SameFile(ai, bi)
+	}
+	aa, _ := filepath.Abs(a)
+	ba, _ := filepath.Abs(b)
+	return aa == ba
+}
+
+// checkReloadTarget refuses a reload when the config file named on the
+// command line is not the one the running daemon reads: the daemon would
+// re-read its own file and report success, applying nothing of the other.
+func checkReloadTarget(ctx context.Context, c *control.Client, fs *flag.FlagSet) (int, error) {
+	named := explicitConfig(fs)
+	if named == "" {
+		return ExitOK, nil
+	}
+	raw, err := c.Status(ctx)
+	if err != nil {
+		return callExit(err), err
+	}
+	var st daemon.StatusReport
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return ExitFailure, fmt.Errorf("decoding status: %w", err)
+	}
+	if st.ConfigFile == "" || sameConfig(named, st.ConfigFile) {
+		return ExitOK, nil // an older daemon does not say
+	}
+	return ExitProblems, fmt.Errorf("the running sockvisor reads %s, not %s; edit %s and reload, or restart sockvisor with --config %s", st.ConfigFile, named, st.ConfigFile, named)
 }
 
 // callExit maps a control error to an exit code: a request the daemon
@@ -135,7 +187,13 @@ func runStatus(e *env, fs *flag.FlagSet, args []string) (int, error) {
 }
 
 func writeStatus(e *env, st *daemon.StatusReport) {
-	if st.Phase != "running" {
+	switch {
+	case st.Phase == "starting" && len(st.Backends) == 0:
+		fmt.Fprintln(e.stdout, "sockvisor is starting: creating its sockets, no backend started yet")
+		return
+	case st.Phase == "starting":
+		fmt.Fprintf(e.stdout, "sockvisor is starting: %d backend(s) started, waiting until they are ready\n", len(st.Backends))
+	case st.Phase != "running":
 		fmt.Fprintf(e.stdout, "sockvisor is %s\n", st.Phase)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -213,6 +271,9 @@ func runReload(e *env, fs *flag.FlagSet, args []string) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	if code, err := checkReloadTarget(ctx, c, fs); err != nil {
+		return code, err
+	}
 	if err := c.Reload(ctx); err != nil {
 		return callExit(err), err
 	}

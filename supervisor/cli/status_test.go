@@ -12,6 +12,7 @@ import (
 
 	"github.com/sockvisor/sockvisor/internal/apachetest"
 	"github.com/sockvisor/sockvisor/internal/testutil"
+	"github.com/sockvisor/sockvisor/supervisor/backend"
 	"github.com/sockvisor/sockvisor/supervisor/daemon"
 )
 
@@ -69,5 +70,40 @@ func TestDoctorDiagnosesTheInstanceTheConfigNames(t *testing.T) {
 	}
 	if r.Apache.ConfigFile != in.ConfFile || r.Apache.PID != in.PID() || len(r.Apache.ErrorLogs) == 0 || r.Apache.ErrorLogs[0] != in.ErrorLog {
 		t.Errorf("doctor diagnosed %+v, want %s (pid %d, log %s)", r.Apache, in.ConfFile, in.PID(), in.ErrorLog)
+	}
+}
+
+// status during start-up used to print "sockvisor is starting" over an
+// empty table; it says what is going on and lists the backends started.
+func TestStatusWhileStarting(t *testing.T) {
+	var out bytes.Buffer
+	writeStatus(&env{stdout: &out}, &daemon.StatusReport{Phase: "starting"})
+	if s := out.String(); !strings.Contains(s, "no backend started yet") || strings.Contains(s, "BACKEND") {
+		t.Errorf("status before any backend started: %q", s)
+	}
+	out.Reset()
+	writeStatus(&env{stdout: &out}, &daemon.StatusReport{Phase: "starting", Backends: []daemon.BackendReport{{
+		Status: backend.Status{Name: "app", State: backend.StateStarting, PID: 42},
+		Queues: []daemon.SocketQueue{{Path: "/run/sockvisor/app.sock"}},
+	}}})
+	s := out.String()
+	for _, want := range []string{"1 backend(s) started", "waiting until they are ready", "app", "42", "/run/sockvisor/app.sock"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("status while starting %q lacks %q", s, want)
+		}
+	}
+}
+
+// status --config with a missing file used to answer "not running on
+// /run/sockvisor.ctl", the default control socket.
+func TestStatusMissingConfig(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nonexistent.hcl")
+	code, _, errOut := run("status", "--config", missing)
+	if code != ExitFailure || !strings.Contains(errOut, missing+" does not exist") || strings.Contains(errOut, "not running") {
+		t.Errorf("status --config MISSING: exit %d %q", code, errOut)
+	}
+	t.Setenv("SOCKVISOR_CONFIG", missing)
+	if code, _, errOut := run("reload"); code != ExitFailure || !strings.Contains(errOut, "does not exist") {
+		t.Errorf("reload with $SOCKVISOR_CONFIG missing: exit %d %q", code, errOut)
 	}
 }

@@ -102,13 +102,31 @@ func Listen(path string, h Handler, metrics http.Handler, log hclog.Logger) (*Se
 func clearStale(path string, log hclog.Logger) error {
 	err := sockets.ClearStale(path, log)
 	if errors.Is(err, sockets.ErrInUse) {
-		return fmt.Errorf("%w: %w; stop it first (systemctl stop sockvisor) or set another control_socket", ErrAlreadyRunning, err)
+		return &alreadyRunning{path: path, err: err}
 	}
 	if err != nil {
 		return fmt.Errorf("control_socket: %w", err)
 	}
 	return nil
 }
+
+// alreadyRunning is ErrAlreadyRunning for control socket path, with the
+// sockets error it came from in its chain but not in its text: that one
+// says to choose another socket name, and one fix is enough.
+type alreadyRunning struct {
+	path string
+	err  error
+}
+
+func (e *alreadyRunning) Error() string {
+	var se *sockets.Error
+	if errors.As(e.err, &se) && se.PID > 0 {
+		return fmt.Sprintf("another sockvisor (pid %d) is already running on control socket %s; stop it first (systemctl stop sockvisor) or set another control_socket", se.PID, e.path)
+	}
+	return fmt.Sprintf("control socket %s is in use by another process, likely another sockvisor; stop it first (systemctl stop sockvisor) or set another control_socket", e.path)
+}
+
+func (e *alreadyRunning) Unwrap() []error { return []error{ErrAlreadyRunning, e.err} }
 
 type peerKey struct{}
 

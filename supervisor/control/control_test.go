@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/sockvisor/sockvisor/internal/testutil"
+	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
 // TestMain lets the test binary play a client running as another user.
@@ -87,8 +88,15 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("reload error not passed through: %v", err)
 	}
 	// A second server on the same path must refuse, not steal the socket.
-	if _, err := Listen(path, f, nil, hclog.NewNullLogger()); !errors.Is(err, ErrAlreadyRunning) {
+	_, err = Listen(path, f, nil, hclog.NewNullLogger())
+	if !errors.Is(err, ErrAlreadyRunning) || !errors.Is(err, sockets.ErrInUse) {
 		t.Fatalf("second Listen = %v", err)
+	}
+	// One sentence, one fix: it used to append ours to the sockets
+	// package's "stop that process or choose another socket name".
+	want := fmt.Sprintf("another sockvisor (pid %d) is already running on control socket %s; stop it first (systemctl stop sockvisor) or set another control_socket", os.Getpid(), path)
+	if err.Error() != want {
+		t.Errorf("second Listen says %q, want %q", err, want)
 	}
 }
 

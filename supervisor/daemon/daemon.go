@@ -63,12 +63,18 @@ type Daemon struct {
 	stopCtx context.Context
 	// bg tracks rollbacks that run alongside shutdown.
 	bg sync.WaitGroup
+	// state writes the state file; nil until housekeeping started. Only
+	// Run's goroutine uses it (housekeep, then shutdown once it stopped).
+	state *stateWriter
 
-	mu     sync.Mutex // guards the fields below
-	cfg    *config.Config
-	socks  map[string]*sockets.Listener // by socket name
-	procs  map[string]*proc             // by backend name
-	apache *apache.Manager
+	mu    sync.Mutex // guards the fields below
+	cfg   *config.Config
+	socks map[string]*sockets.Listener // by socket name
+	procs map[string]*proc             // by backend name
+	// starting are the processes start-up started and waits for, until it
+	// moves them to procs; status shows them meanwhile.
+	starting []*proc
+	apache   *apache.Manager
 	// lastReloadErr is shown in status until a reload succeeds.
 	lastReloadErr string
 	phase         string
@@ -563,6 +569,13 @@ func (d *Daemon) Restart(ctx context.Context, name string) error {
 		return fmt.Errorf("no backend named %q; configured: %s", name, strings.Join(names, ", "))
 	}
 	d.log.Info("restarting backend", "backend", name)
+	// The new process is probed on the path: a deleted one is put back
+	// first, as housekeeping would, which waits while we hold reloadMu.
+	for _, l := range d.listenersFor(p.cfg) {
+		if l != nil {
+			d.restorePath(name, l, map[string]string{})
+		}
+	}
 	err := p.p.Restart(ctx)
 	if err != nil && d.closing.Load() {
 		return fmt.Errorf("restart of %q abandoned: %w", name, errStopping)

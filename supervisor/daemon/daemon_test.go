@@ -201,6 +201,9 @@ func TestRunServesThroughApache(t *testing.T) {
 	if len(st.Backends) != 1 || st.Backends[0].PID == 0 || !st.Backends[0].Ready {
 		t.Fatalf("status = %+v", st)
 	}
+	if st.ConfigFile != h.cfgPath {
+		t.Errorf("status names config file %q, want %q", st.ConfigFile, h.cfgPath)
+	}
 	if q := st.Backends[0].Queues; len(q) != 1 || q[0].Backlog == 0 {
 		t.Errorf("queues = %+v", q)
 	}

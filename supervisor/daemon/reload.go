@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -133,8 +134,9 @@ func diff(old, next *config.Config) reloadPlan {
 	return p
 }
 
-// restartOnlyChanges refuses settings a running daemon cannot change safely.
-func restartOnlyChanges(old, next *config.Config) error {
+// restartOnlyChanges refuses settings a running daemon cannot change
+// safely; underSystemd picks the advice (see runsUnderSystemd).
+func restartOnlyChanges(old, next *config.Config, underSystemd bool) error {
 	var changed []string
 	check := func(name string, a, b any) {
 		if a != b {
@@ -155,10 +157,19 @@ func restartOnlyChanges(old, next *config.Config) error {
 	check("apache.unit", old.Apache.Unit, next.Apache.Unit)
 	check("apache.reload", old.Apache.Reload, next.Apache.Reload)
 	check("apache.apachectl", strings.Join(old.Apache.Apachectl, "\x00"), strings.Join(next.Apache.Apachectl, "\x00"))
-	if len(changed) > 0 {
+	if len(changed) == 0 {
+		return nil
+	}
+	if underSystemd {
 		return fmt.Errorf("config not reloaded: %s changed, which takes a restart; run `systemctl restart sockvisor` (sockets are kept in systemd's fd store, so no request is refused)", strings.Join(changed, ", "))
 	}
-	return nil
+	return fmt.Errorf("config not reloaded: %s changed, which takes a restart; stop this sockvisor (SIGTERM) and start `sockvisor run` again (without systemd nothing keeps its sockets, so requests are refused until it is back)", strings.Join(changed, ", "))
+}
+
+// runsUnderSystemd reports whether systemd started this process: it sets
+// INVOCATION_ID for every service, and NOTIFY_SOCKET for Type=notify.
+func runsUnderSystemd() bool {
+	return os.Getenv("INVOCATION_ID") != "" || os.Getenv("NOTIFY_SOCKET") != ""
 }
 
 // handoffChanges refuses switching a backend between a socket sockvisor

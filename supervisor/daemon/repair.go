@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"os"
 	"time"
 
@@ -33,14 +34,16 @@ func (d *Daemon) keepStored(l *sockets.Listener, adopted *os.File) {
 }
 
 // housekeep starts the loop that, every housekeepInterval, replaces dead
-// listening sockets (restarting their backends onto the new socket) and
-// rewrites the state file when something changed. It writes the state file
+// listening sockets (restarting their backends onto the new socket),
+// restores deleted socket paths and rewrites the state file when something
+// changed (or someone deleted it). It writes the state file
 // once before returning. Call the returned function to stop the loop and
 // wait for it.
 func (d *Daemon) housekeep(ctx context.Context) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	w := &stateWriter{}
+	d.state = w
 	d.saveState(w)
 	failing := map[string]string{} // socket path -> last repair error logged
 	go func() {
@@ -65,8 +68,8 @@ func (d *Daemon) housekeep(ctx context.Context) (stop func()) {
 func (d *Daemon) saveState(w *stateWriter) {
 	path := statePath(d.opts.StateDir, d.Config().SocketDir)
 	if w.path != path {
-		if w.path != "" {
-			os.Remove(w.path)
+		if w.path != "" && w.last != nil {
+			removeOwnState(w.path)
 		}
 		w.path, w.last = path, nil
 	}
@@ -85,9 +88,43 @@ func (d *Daemon) saveState(w *stateWriter) {
 }
 
 // removeState removes the state file: after a clean stop there are no
-// backends left to take over.
+// backends left to take over. Only a daemon that wrote the file removes it:
+// a second sockvisor refused at start-up (its sockets are in use) shares
+// the first one's socket_dir, hence its state file, and deleting it would
+// leave the first one's backends unrecoverable after a crash.
 func (d *Daemon) removeState() {
-	os.Remove(statePath(d.opts.StateDir, d.Config().SocketDir))
+	if w := d.state; w != nil && w.last != nil {
+		removeOwnState(w.path)
+	}
+}
+
+// removeOwnState removes the state file at path if it names this process.
+func removeOwnState(path string) {
+	if st, err := readState(path); err == nil && st != nil && st.PID == os.Getpid() {
+		os.Remove(path)
+	}
+}
+
+// restorePath puts back l's path if someone deleted it (rm of the socket
+// file): Apache connects by path, so until then it answers 503 while the
+// backend runs on, and the backend only restores it when a process exits.
+// It reports whether l was replaced meanwhile (EnsurePath repairs a socket
+// that died since Dead was asked), which needs a restart of the backend.
+func (d *Daemon) restorePath(backend string, l *sockets.Listener, failing map[string]string) (replaced bool) {
+	ino := l.Inode()
+	restored, err := l.EnsurePath()
+	if err != nil {
+		if !errors.Is(err, sockets.ErrClosed) && failing[l.Path()] != err.Error() {
+			d.log.Error("cannot restore the socket path", "backend", backend, "path", l.Path(), "error", err)
+		}
+		failing[l.Path()] = err.Error()
+		return false
+	}
+	delete(failing, l.Path())
+	if restored {
+		d.log.Warn("the socket path was deleted; restored it from its keep link", "backend", backend, "path", l.Path())
+	}
+	return l.Inode() != ino
 }
 
 // repairDead replaces every listening socket a backend shut down (see
@@ -97,7 +134,8 @@ func (d *Daemon) removeState() {
 // in accept, so waiting for an exit (EnsurePath) is not enough. It skips
 // the round while a reload, restart or shutdown holds reloadMu.
 // A socket that cannot be replaced is logged again only when the error
-// changes (failing remembers the last one per path).
+// changes (failing remembers the last one per path). A live socket whose
+// path was deleted gets it back (restorePath).
 func (d *Daemon) repairDead(ctx context.Context, failing map[string]string) {
 	if !d.reloadMu.TryLock() {
 		return
@@ -115,7 +153,11 @@ func (d *Daemon) repairDead(ctx context.Context, failing map[string]string) {
 	for _, p := range ps {
 		replaced := false
 		for _, l := range d.listenersFor(p.cfg) {
-			if l == nil || l.Dead() == "" {
+			if l == nil {
+				continue
+			}
+			if l.Dead() == "" {
+				replaced = d.restorePath(p.cfg.Name, l, failing) || replaced
 				continue
 			}
 			ok, err := l.Repair()

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -149,5 +150,54 @@ func TestReplacedSocketSwapsFdStoreEntry(t *testing.T) {
 	}
 	if ino, removed := stored("app.sock"); ino != a.Inode() || !removed {
 		t.Errorf("after adopting a dead socket the fd store got inode %d (removed first: %v); want the replacement %d", ino, removed, a.Inode())
+	}
+}
+
+// `rm` of a socket path while its backend runs used to leave Apache
+// answering 503 until the backend's next exit, and a restart failed
+// because its probe dialed the missing path. Housekeeping puts the path
+// back from its keep link within a round, and restart works after it.
+func TestDeletedSocketPathIsRestored(t *testing.T) {
+	h := newHarness(t, backendHCL("app", "/app/", ""))
+	h.get("/app/")
+	sock := filepath.Join(h.dir, "s", "app.sock")
+	before, err := os.Lstat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
+	}
+	removed := time.Now()
+	for {
+		fi, err := os.Lstat(sock)
+		if err == nil {
+			if !os.SameFile(fi, before) {
+				t.Fatalf("%s came back as another file", sock)
+			}
+			break
+		}
+		if time.Since(removed) > 2*time.Second {
+			t.Fatalf("socket path not restored 2 s after rm: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("socket path restored %v after rm", time.Since(removed).Round(time.Millisecond))
+	if body := h.get("/app/"); !strings.Contains(body, "hello") {
+		t.Fatalf("body after the restore = %q", body)
+	}
+
+	// Deleted right before a restart: the restart restores it itself.
+	if err := os.Remove(sock); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := h.client.Restart(ctx, "app"); err != nil {
+		t.Fatalf("restart after rm of the socket path: %v", err)
+	}
+	h.get("/app/")
+	if st := h.waitStatus(); !st.Backends[0].Ready {
+		t.Errorf("status after the restart = %+v", st.Backends[0])
 	}
 }

@@ -135,7 +135,10 @@ func (w *stateWriter) write(st runState) error {
 	}
 	b = append(b, '\n')
 	if bytes.Equal(b, w.last) {
-		return nil
+		// Unchanged, but rewritten if someone deleted it: one lstat.
+		if _, err := os.Lstat(w.path); !errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
 	}
 	if err := writeAtomic(w.path, b); err != nil {
 		return err

@@ -1,12 +1,21 @@
 package daemon
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/sockvisor/sockvisor/internal/procfs"
+	"github.com/sockvisor/sockvisor/internal/testutil"
+	"github.com/sockvisor/sockvisor/supervisor/apache"
+	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
 // The state file names this sockvisor, each socket's inode and each backend
@@ -90,5 +99,66 @@ func TestStateFileRefusesForeignFiles(t *testing.T) {
 	}
 	if b, _ := os.ReadFile("/etc/passwd"); len(b) < 10 {
 		t.Fatal("/etc/passwd damaged?")
+	}
+}
+
+// A second sockvisor on the same socket_dir but another control_socket is
+// refused (its sockets are in use); it used to delete the state file of
+// the one that runs, so a kill -9 of that one was no longer recoverable.
+// The running one also writes the file again if it goes missing.
+func TestRefusedSecondDaemonKeepsTheStateFile(t *testing.T) {
+	h := newHarness(t, backendHCL("app", "/app/", ""))
+	state := statePath(filepath.Join(h.dir, "state"), filepath.Join(h.dir, "s"))
+	before, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatalf("no state file: %v", err)
+	}
+
+	cfg2 := filepath.Join(h.dir, "sv2.hcl")
+	src := fmt.Sprintf("socket_dir = %q\ncontrol_socket = %q\n%s", filepath.Join(h.dir, "s"), filepath.Join(h.dir, "ctl2"), backendHCL("app", "/app/", ""))
+	if err := os.WriteFile(cfg2, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := New(Options{
+		ConfigPath: cfg2,
+		Log:        testutil.Logger("second", hclog.Info),
+		Executable: os.Args[0],
+		StateDir:   filepath.Join(h.dir, "state"),
+		Apache: func(*config.Config, hclog.Logger) (*apache.Manager, error) {
+			return nil, errors.New("no Apache for the second sockvisor")
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := d2.Run(ctx); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second sockvisor: %v, want a refusal naming the socket in use", err)
+	}
+	after, err := os.ReadFile(state)
+	if err != nil {
+		t.Fatalf("the refused second sockvisor removed the running one's state file: %v", err)
+	}
+	if string(after) != string(before) {
+		t.Errorf("state file changed by the refused sockvisor:\n%s\nwas:\n%s", after, before)
+	}
+
+	if err := os.Remove(state); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if st, err := readState(state); err == nil && st != nil && st.PID == os.Getpid() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the running sockvisor did not write its deleted state file again")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	h.stop()
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state file left after a clean stop: %v", err)
 	}
 }

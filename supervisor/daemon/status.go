@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -28,7 +29,10 @@ func defaultApache(cfg *config.Config, log hclog.Logger) (*apache.Manager, error
 type StatusReport struct {
 	// Phase is "starting" until every backend was started and Apache
 	// configured, then "running", then "stopping".
-	Phase           string          `json:"phase"`
+	Phase string `json:"phase"`
+	// ConfigFile is the absolute path of the config file this sockvisor
+	// reads at a reload; clients refuse to reload on behalf of another.
+	ConfigFile      string          `json:"config_file,omitempty"`
 	Backends        []BackendReport `json:"backends"`
 	LastReloadError string          `json:"last_reload_error,omitempty"`
 	// LastApacheApply is the outcome of sockvisor's last attempt to apply
@@ -129,11 +133,16 @@ func (d *Daemon) report() *StatusReport {
 	for _, p := range d.procs {
 		procs = append(procs, p)
 	}
+	for _, p := range d.starting {
+		if d.procs[p.cfg.Name] == nil {
+			procs = append(procs, p)
+		}
+	}
 	socks := make(map[string]*sockets.Listener, len(d.socks))
 	for k, v := range d.socks {
 		socks[k] = v
 	}
-	r := &StatusReport{Phase: d.phase, LastReloadError: d.lastReloadErr}
+	r := &StatusReport{Phase: d.phase, ConfigFile: absPath(d.cfg.File), LastReloadError: d.lastReloadErr}
 	d.mu.Unlock()
 	r.LastApacheApply = d.applied.get()
 
@@ -163,4 +172,13 @@ func (d *Daemon) newProcess(cfg *config.Config, b *config.Backend, socks []backe
 		StateDir:   d.opts.StateDir,
 		FixUp:      func(s config.Socket) error { return sockets.FixSocketFile(cfg, s) },
 	})
+}
+
+// absPath is path made absolute against sockvisor's working directory,
+// which never changes, or path itself if that fails.
+func absPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }

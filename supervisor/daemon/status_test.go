@@ -1,11 +1,21 @@
 package daemon
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/apache"
+	"github.com/sockvisor/sockvisor/supervisor/config"
+	"github.com/sockvisor/sockvisor/supervisor/control"
 )
 
 func TestApplyRecordNamesTheFailedStep(t *testing.T) {
@@ -42,5 +52,70 @@ func TestApplyRecordNamesTheFailedStep(t *testing.T) {
 	}
 	if a := r.get(); !a.OK || a.Step != "" || a.Error != "" || !a.Changed {
 		t.Errorf("success recorded as %+v", a)
+	}
+}
+
+// status during start-up used to show "starting" and no backend at all
+// until the slowest one was ready; it shows the ones being started.
+func TestStatusShowsBackendsWhileStarting(t *testing.T) {
+	testutil.NeedRoot(t)
+	dir := testutil.ShortDir(t)
+	cfg := filepath.Join(dir, "sv.hcl")
+	src := fmt.Sprintf(`socket_dir = %q
+control_socket = %q
+backend "slow" {
+  preset  = "generic"
+  command = ["/bin/sleep", "60"]
+  mount   = ""
+  stop_timeout = "1s"
+  ready { timeout = "30s" }
+}
+`, filepath.Join(dir, "s"), filepath.Join(dir, "ctl"))
+	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Options{
+		ConfigPath: cfg,
+		Log:        testutil.Logger("sockvisor", hclog.Info),
+		Executable: os.Args[0],
+		StateDir:   filepath.Join(dir, "state"),
+		Apache: func(*config.Config, hclog.Logger) (*apache.Manager, error) {
+			return nil, errors.New("no Apache in this test")
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	c := control.NewClient(filepath.Join(dir, "ctl"))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var st StatusReport
+		raw, err := c.Status(context.Background())
+		if err == nil {
+			err = json.Unmarshal(raw, &st)
+		}
+		if err == nil && st.Phase == "starting" && len(st.Backends) == 1 {
+			b := st.Backends[0]
+			if b.Name != "slow" || b.Ready || b.PID == 0 || len(b.Queues) != 1 {
+				t.Fatalf("backend while starting = %+v", b)
+			}
+			return
+		}
+		if err == nil && st.Phase != "starting" {
+			t.Fatalf("phase %q before the slow backend was shown", st.Phase)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no backend in status during start-up: %+v %v", st, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -61,7 +61,7 @@ func emptyGeneration(cfg *config.Config) *config.Config {
 func (d *Daemon) transact(ctx context.Context, old, next *config.Config, stored map[string]*os.File) error {
 	t := &txn{d: d, initial: stored != nil, old: old, next: next, plan: diff(old, next)}
 	if !t.initial {
-		if err := restartOnlyChanges(old, next); err != nil {
+		if err := restartOnlyChanges(old, next, runsUnderSystemd()); err != nil {
 			return err
 		}
 		if err := handoffChanges(old, next); err != nil {
@@ -141,6 +141,12 @@ func (t *txn) build(ctx context.Context, stored map[string]*os.File) error {
 		}
 		t.fresh = append(t.fresh, d.startProc(t.next, t.next.Backend(name)))
 	}
+	if t.initial {
+		// Shown by status while start-up waits for them.
+		d.mu.Lock()
+		d.starting = append([]*proc(nil), t.fresh...)
+		d.mu.Unlock()
+	}
 	return nil
 }
 
@@ -203,6 +209,9 @@ func (t *txn) fail(ctx context.Context, err error) error {
 	d := t.d
 	stopping := ctx.Err() != nil
 	if t.initial {
+		d.mu.Lock()
+		d.starting = nil
+		d.mu.Unlock()
 		if stopping {
 			d.mu.Lock()
 			for _, p := range t.fresh {
@@ -250,6 +259,7 @@ func (t *txn) commit(ctx context.Context) {
 	for _, p := range t.fresh {
 		d.procs[p.cfg.Name] = p
 	}
+	d.starting = nil
 	d.mu.Unlock()
 	if !t.initial {
 		d.commitConfig(t.next)

@@ -102,6 +102,7 @@ const (
 	IDConfigWarning    = "apache-config-warning"
 	IDPastError        = "past-error"
 	IDNotInApache      = "not-in-apache"
+	IDApacheStopped    = "apache-not-running"
 )
 
 // Finding is one diagnosis: what is wrong, the evidence, the fix.
@@ -414,7 +415,47 @@ func (d *doc) apache(ctx context.Context) error {
 	if info.PID == 0 {
 		info.PID = apachePID(pidFile)
 	}
+	if info.PID == 0 {
+		d.apacheStopped(ctl, main, pidFile)
+	}
 	return nil
+}
+
+// apacheStopped reports that no Apache serves the diagnosed config: every
+// request fails at the TCP connect, whatever the sockets look like, so a
+// health gate must not pass.
+func (d *doc) apacheStopped(ctl []string, main, pidFile string) {
+	ev := []string{"no running Apache process reads " + main}
+	if pidFile != "" {
+		if fileExists(pidFile) {
+			ev = append(ev, "pid file "+pidFile+" names no live process")
+		} else {
+			ev = append(ev, "pid file "+pidFile+" does not exist")
+		}
+	}
+	start := "`" + strings.Join(ctl, " ") + " -k start`"
+	fix := "start it with " + start
+	if unit := d.stoppedUnit(); unit != "" {
+		fix = "start it with `systemctl start " + unit + "` (on a host without systemd, " + start + ")"
+	}
+	d.general(Finding{ID: IDApacheStopped, Severity: SevError,
+		What:     "Apache is not running, so no request reaches any backend",
+		Evidence: ev,
+		Fix:      fix})
+}
+
+// stoppedUnit is the systemd unit that starts the diagnosed instance: the
+// sockvisor config's apache.unit, else the distribution's unit for an
+// installed instance; "" for a server run by hand from its own directory.
+func (d *doc) stoppedUnit() string {
+	if c := d.opts.Sockvisor; c != nil && c.Apache.Unit != "" {
+		return strings.TrimSuffix(c.Apache.Unit, ".service")
+	}
+	switch root := filepath.Clean(d.report.Apache.ServerRoot); {
+	case d.report.Apache.Instance != "", root == "/etc/apache2", root == "/etc/httpd":
+		return d.apacheUnit()
+	}
+	return ""
 }
 
 // apachePID returns the running Apache's main pid from its pid file, or 0.

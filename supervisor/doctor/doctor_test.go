@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -420,5 +421,40 @@ func TestPrivateTmpHidesSocket(t *testing.T) {
 	mustContain(t, "log", strings.Join(f.Log, "\n"), "(2)No such file or directory")
 	if tg.has(IDSocketMissing) {
 		t.Error("the socket exists for us: socket-missing would mislead")
+	}
+}
+
+// A stopped Apache used to be reported "Status: not running" and then
+// "Healthy" with exit 0, so a fleet health gate passed on a dead node.
+func TestStoppedApacheIsAnError(t *testing.T) {
+	dir := testutil.ShortDir(t)
+	sock := filepath.Join(dir, "g.sock")
+	gunicorn(t, dir, sock)
+	in := apachetest.Start(t, fmt.Sprintf("ProxyPass \"/app/\" \"unix:%s|http://g.invalid/\"\n", sock))
+	if code, _ := get(t, in, "/app/"); code != 200 {
+		t.Fatalf("GET /app/ = %d before the stop\n%s", code, in.Log())
+	}
+	// Stop the server but keep its files, as `apachectl -k stop` does.
+	if err := syscall.Kill(in.PID(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); in.Alive(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("Apache did not stop in 15 s")
+		}
+	}
+	r := diagnose(t, in, Options{})
+	if r.Healthy() || r.ExitCode() != 1 {
+		t.Fatalf("stopped Apache reported healthy (exit %d): %+v", r.ExitCode(), r.all())
+	}
+	fs := r.Find(IDApacheStopped)
+	if len(fs) != 1 || fs[0].Severity != SevError || len(fs[0].Evidence) == 0 {
+		t.Fatalf("findings %+v lack one %s error with evidence", r.all(), IDApacheStopped)
+	}
+	mustContain(t, "fix", fs[0].Fix, strings.Join(in.Command(), " ")+" -k start")
+	var b bytes.Buffer
+	r.WriteText(&b)
+	if strings.Contains(b.String(), "Healthy") {
+		t.Errorf("text report of a stopped Apache says healthy:\n%s", b.String())
 	}
 }

@@ -33,6 +33,8 @@ var (
 // Error is a one-sentence, user-facing error about one path.
 type Error struct {
 	Path string
+	// PID is the process listening on Path, when an ErrInUse knows it.
+	PID  int
 	msg  string
 	kind error // one of the sentinels, or nil when the cause says it all
 	err  error // the underlying cause (often an errno), if any

@@ -527,7 +527,9 @@ func (d *Dir) clearStale(name string, log hclog.Logger) error {
 		return nil
 	case probeLive:
 		if r.pid > 0 {
-			return fail(ErrInUse, nil, p, "socket %s is in use: pid %d is listening on it; stop that process or choose another socket name", p, r.pid)
+			err := fail(ErrInUse, nil, p, "socket %s is in use: pid %d is listening on it; stop that process or choose another socket name", p, r.pid)
+			err.(*Error).PID = r.pid
+			return err
 		}
 		return fail(ErrInUse, nil, p, "socket %s is in use by another process; stop it or choose another socket name", p)
 	case probeFull:
