@@ -101,6 +101,7 @@ func checkNotes(cfg *config.Config) []string {
 			notes = append(notes, fmt.Sprintf("note: backend %q binds its own socket (handoff = \"self\"): requests can fail while it restarts; use a handoff that inherits the socket to avoid that", b.Name))
 		}
 	}
+	notes = append(notes, config.OnDemandNotes(cfg)...)
 	// Against the running sockvisor, if any: a reload would refuse these.
 	for _, w := range daemon.HandoffChanges(cfg, backend.DefaultStateDir) {
 		notes = append(notes, "warning: "+w)
