@@ -13,7 +13,9 @@
 //  6. failed requests across kill -9 of sockvisor itself and a restart,
 //     without systemd, against a plain stop and start;
 //  7. failed requests during a broken deploy: sockvisor restart vs a
-//     self-bound server stopped and started (run alone: -parts 7).
+//     self-bound server stopped and started (run alone: -parts 7);
+//  8. density: N Flask sites on Gunicorn started eagerly vs on demand,
+//     memory, cold starts through Apache (run alone: -parts 8).
 //
 // Run it as root with `make bench` (full run, a few minutes) or
 // `go run ./bench -quick` (small counts, about a minute, for CI). Traffic
@@ -60,6 +62,10 @@ type plan struct {
 	sweepFiles int
 	sweepRuns  int
 	crashKills int
+	// density (part 8)
+	densitySizes   []int
+	densityWindows int
+	densityWindow  time.Duration
 }
 
 func fullPlan() plan {
@@ -69,6 +75,7 @@ func fullPlan() plan {
 		workers:    4,
 		scaleSizes: []int{10, 100, 500}, scaleRuns: 3, bigRuns: 2, idle: 5 * time.Second,
 		sweepFiles: 10000, sweepRuns: 3, crashKills: 5,
+		densitySizes: []int{100, 200, 500}, densityWindows: 5, densityWindow: 10 * time.Second,
 	}
 }
 
@@ -80,6 +87,7 @@ func quickPlan() plan {
 		workers:    4,
 		scaleSizes: []int{10, 50}, scaleRuns: 1, bigRuns: 1, idle: time.Second,
 		sweepFiles: 1000, sweepRuns: 1, crashKills: 2,
+		densitySizes: []int{4}, densityWindows: 2, densityWindow: 2 * time.Second,
 	}
 }
 
@@ -213,6 +221,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		{"crash to serving", b.crash},
 		{"kill -9 of sockvisor itself, no systemd", b.sockvisorCrash},
 		{"broken deploy", b.brokenDeploy},
+		{"density: eager vs on-demand sites", b.density},
 	}
 	for i, s := range steps {
 		if o.parts != "" && !slices.Contains(strings.Split(o.parts, ","), strconv.Itoa(i+1)) {

@@ -9,6 +9,7 @@ packages=(
 	lintian rpm cpio groff-base checkpolicy semodule-utils policycoreutils selinux-policy-dev gnuplot-nox
 	openssl # [H] self-signed certificates for the TLS site tests
 	uvicorn python3-uvicorn puma ruby-sd-notify python3-gunicorn python3-systemd # [G]
+	python3-flask # [I] the density benchmark's sites are small Flask apps
 	ansible # [M] the node test runs the Ansible role from the host; cloud-init runs only inside the node (its rootfs has it)
 )
 
