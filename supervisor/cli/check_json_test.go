@@ -57,7 +57,7 @@ backend "quiet" {
 	if code != ExitOK || !r.Valid || len(r.Problems) != 0 || errOut != "" {
 		t.Fatalf("valid config: exit %d, %+v, stderr %q", code, r, errOut)
 	}
-	want := []string{"alias", "authz_core", "dir", "headers", "lbmethod_byrequests", "mime", "proxy", "proxy_balancer", "proxy_fcgi", "proxy_http", "slotmem_shm"}
+	want := []string{"alias", "authz_core", "dir", "env", "headers", "lbmethod_byrequests", "mime", "proxy", "proxy_balancer", "proxy_fcgi", "proxy_http", "slotmem_shm"}
 	if !reflect.DeepEqual(r.RequiredModules, want) {
 		t.Errorf("required_modules = %v, want %v", r.RequiredModules, want)
 	}
