@@ -243,7 +243,7 @@ func percentile(v []time.Duration, p int) time.Duration {
 	return s[min(max(i-1, 0), len(s)-1)]
 }
 
-var readyAfterRe = regexp.MustCompile(`\] sockvisor\.backend\.svden-\d+: ready: .* after=([0-9.]+(?:ms|s|µs))`)
+var readyAfterRe = regexp.MustCompile(`sockvisor\.backend\.svden-\d+: ready: .* after=([0-9.]+(?:ms|s|µs))`)
 
 // bootTimes reads the backends' boot times (process start to proven ready)
 // from sockvisor's log.
@@ -368,8 +368,12 @@ func (r *results) densityTable() string {
 		} else {
 			cold += " (warm)"
 		}
-		fmt.Fprintf(&sb, "| %d | %s | %s | %d | %.0f / %.0f MiB | %d | %.1f MiB | %.2f %% / %.1f %% | %s | %s / %s | %d / %d |\n",
-			d.Sites, d.Mode, ms(d.Ready), d.ReadyProc, d.PSSMiB, d.RSSMiB, d.Running, d.SvRSSMiB, d.IdleCPU, d.SvCPU, cold, ms(d.BootP50), ms(d.BootP99), d.Failed, d.Requests)
+		boot := "—"
+		if d.BootP50 > 0 {
+			boot = ms(d.BootP50) + " / " + ms(d.BootP99)
+		}
+		fmt.Fprintf(&sb, "| %d | %s | %s | %d | %.0f / %.0f MiB | %d | %.1f MiB | %.2f %% / %.1f %% | %s | %s | %d / %d |\n",
+			d.Sites, d.Mode, ms(d.Ready), d.ReadyProc, d.PSSMiB, d.RSSMiB, d.Running, d.SvRSSMiB, d.IdleCPU, d.SvCPU, cold, boot, d.Failed, d.Requests)
 	}
 	return sb.String()
 }

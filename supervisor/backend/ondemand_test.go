@@ -150,3 +150,30 @@ func TestOnDemandStartIdle(t *testing.T) {
 		t.Errorf("idle stops %d; want 5", s.IdleStops)
 	}
 }
+
+func TestIdleCheckEvery(t *testing.T) {
+	for _, c := range []struct{ idle, want time.Duration }{
+		{5 * time.Second, 500 * time.Millisecond},
+		{500 * time.Millisecond, 100 * time.Millisecond},
+		{30 * time.Second, time.Second},
+		{10 * time.Minute, time.Second},
+	} {
+		if got := idleCheckEvery(c.idle); got != c.want {
+			t.Errorf("idleCheckEvery(%s) = %s, want %s", c.idle, got, c.want)
+		}
+	}
+}
+
+func TestServing(t *testing.T) {
+	st := Status{Instances: []InstanceStatus{{State: StateIdle}, {State: StateReady, Ready: true}}}
+	if !st.Serving() {
+		t.Error("idle and ready instances: Serving() = false")
+	}
+	st.Instances[1] = InstanceStatus{State: StateStarting}
+	if st.Serving() {
+		t.Error("a starting instance: Serving() = true")
+	}
+	if (Status{}).Serving() {
+		t.Error("no instances: Serving() = true")
+	}
+}
