@@ -102,6 +102,8 @@ type options struct {
 	parts   string // comma-separated part numbers to run; "" runs all
 	// selfUWSGI adds a self-bound uWSGI baseline to part 2.
 	selfUWSGI bool
+	// sites overrides the density part's site counts ("100,500").
+	sites string
 }
 
 func main() {
@@ -116,6 +118,7 @@ func cliMain() int {
 	flag.StringVar(&o.results, "results", "", "results file (default bench/RESULTS.md, quick: <out>/RESULTS.md)")
 	flag.StringVar(&o.svg, "svg", "", "chart file (default bench/restart-storm.svg, quick: <out>/restart-storm.svg)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory with every process's log")
+	flag.StringVar(&o.sites, "sites", "", "site counts of part 8 (density), e.g. 100,500; default 100,200,500 (4 with -quick)")
 	flag.BoolVar(&o.selfUWSGI, "uwsgi-baseline", false, "also measure uWSGI binding its own socket in part 2 (about a minute more)")
 	flag.StringVar(&o.parts, "parts", "", "run only these parts, e.g. 2,5 (results then incomplete; for development)")
 	flag.Parse()
@@ -159,6 +162,16 @@ func run(ctx context.Context, o options) (*results, error) {
 		p = quickPlan()
 	}
 	p.selfUWSGI = o.selfUWSGI
+	if o.sites != "" {
+		p.densitySizes = nil
+		for _, f := range strings.Split(o.sites, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("-sites %q: want positive numbers separated by commas, e.g. 100,500", o.sites)
+			}
+			p.densitySizes = append(p.densitySizes, n)
+		}
+	}
 	if o.outDir == "" {
 		o.outDir = filepath.Join(root, "bench", "out")
 		if o.quick {
