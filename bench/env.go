@@ -21,7 +21,7 @@ import (
 	"github.com/sockvisor/sockvisor/internal/apachetest"
 )
 
-//go:embed apps/hello.py apps/index.php
+//go:embed apps/hello.py apps/index.php apps/density.py
 var appFiles embed.FS
 
 // env is one benchmark run's world: a short work directory, the processes
@@ -91,7 +91,7 @@ func newEnv(bin string) (*env, error) {
 			return e, err
 		}
 	}
-	for _, name := range []string{"hello.py", "index.php"} {
+	for _, name := range []string{"hello.py", "index.php", "density.py"} {
 		b, err := appFiles.ReadFile("apps/" + name)
 		if err != nil {
 			return e, err

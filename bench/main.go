@@ -13,7 +13,9 @@
 //  6. failed requests across kill -9 of sockvisor itself and a restart,
 //     without systemd, against a plain stop and start;
 //  7. failed requests during a broken deploy: sockvisor restart vs a
-//     self-bound server stopped and started (run alone: -parts 7).
+//     self-bound server stopped and started (run alone: -parts 7);
+//  8. density: N Flask sites on Gunicorn started eagerly vs on demand,
+//     memory, cold starts through Apache (run alone: -parts 8).
 //
 // Run it as root with `make bench` (full run, a few minutes) or
 // `go run ./bench -quick` (small counts, about a minute, for CI). Traffic
@@ -60,6 +62,10 @@ type plan struct {
 	sweepFiles int
 	sweepRuns  int
 	crashKills int
+	// density (part 8)
+	densitySizes   []int
+	densityWindows int
+	densityWindow  time.Duration
 }
 
 func fullPlan() plan {
@@ -69,6 +75,7 @@ func fullPlan() plan {
 		workers:    4,
 		scaleSizes: []int{10, 100, 500}, scaleRuns: 3, bigRuns: 2, idle: 5 * time.Second,
 		sweepFiles: 10000, sweepRuns: 3, crashKills: 5,
+		densitySizes: []int{100, 200, 500}, densityWindows: 5, densityWindow: 10 * time.Second,
 	}
 }
 
@@ -80,6 +87,7 @@ func quickPlan() plan {
 		workers:    4,
 		scaleSizes: []int{10, 50}, scaleRuns: 1, bigRuns: 1, idle: time.Second,
 		sweepFiles: 1000, sweepRuns: 1, crashKills: 2,
+		densitySizes: []int{4}, densityWindows: 2, densityWindow: 2 * time.Second,
 	}
 }
 
@@ -94,6 +102,8 @@ type options struct {
 	parts   string // comma-separated part numbers to run; "" runs all
 	// selfUWSGI adds a self-bound uWSGI baseline to part 2.
 	selfUWSGI bool
+	// sites overrides the density part's site counts ("100,500").
+	sites string
 }
 
 func main() {
@@ -108,6 +118,7 @@ func cliMain() int {
 	flag.StringVar(&o.results, "results", "", "results file (default bench/RESULTS.md, quick: <out>/RESULTS.md)")
 	flag.StringVar(&o.svg, "svg", "", "chart file (default bench/restart-storm.svg, quick: <out>/restart-storm.svg)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory with every process's log")
+	flag.StringVar(&o.sites, "sites", "", "site counts of part 8 (density), e.g. 100,500; default 100,200,500 (4 with -quick)")
 	flag.BoolVar(&o.selfUWSGI, "uwsgi-baseline", false, "also measure uWSGI binding its own socket in part 2 (about a minute more)")
 	flag.StringVar(&o.parts, "parts", "", "run only these parts, e.g. 2,5 (results then incomplete; for development)")
 	flag.Parse()
@@ -151,6 +162,16 @@ func run(ctx context.Context, o options) (*results, error) {
 		p = quickPlan()
 	}
 	p.selfUWSGI = o.selfUWSGI
+	if o.sites != "" {
+		p.densitySizes = nil
+		for _, f := range strings.Split(o.sites, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("-sites %q: want positive numbers separated by commas, e.g. 100,500", o.sites)
+			}
+			p.densitySizes = append(p.densitySizes, n)
+		}
+	}
 	if o.outDir == "" {
 		o.outDir = filepath.Join(root, "bench", "out")
 		if o.quick {
@@ -213,6 +234,7 @@ func run(ctx context.Context, o options) (*results, error) {
 		{"crash to serving", b.crash},
 		{"kill -9 of sockvisor itself, no systemd", b.sockvisorCrash},
 		{"broken deploy", b.brokenDeploy},
+		{"density: eager vs on-demand sites", b.density},
 	}
 	for i, s := range steps {
 		if o.parts != "" && !slices.Contains(strings.Split(o.parts, ","), strconv.Itoa(i+1)) {

@@ -24,6 +24,7 @@ type results struct {
 	Crash       []crashRow
 	SvCrash     []svCrashRow
 	Deploy      []deployRow
+	Density     []densityRow
 	Elapsed     time.Duration
 	loadEnd     string
 	markdown    string
@@ -252,6 +253,19 @@ func (r *results) render(o options) string {
 		fmt.Fprintf(&sb, "\n## 7. A broken deploy\n\nGunicorn (2 sync workers, no --preload) gets a hello.py with a syntax error while %d keep-alive\n"+
 			"clients load it through Apache; counted from a second before the deploy until %s after the deploy\ncommand returned.\n\n", p.loadConns, r.Deploy[0].Window)
 		sb.WriteString(r.deployTable())
+	}
+	if len(r.Density) > 0 {
+		fmt.Fprintf(&sb, "\n## 8. Density: eager vs on-demand sites\n\n"+
+			"N Flask sites (`bench/apps/density.py`: Flask, Jinja2, json, email, http.client), each a Gunicorn with one sync\n"+
+			"worker on its own socket and mount behind the one Apache, `start = \"eager\"` vs `start = \"on-demand\"` with\n"+
+			"`idle_timeout = \"%s\"`. Traffic goes to %d sites at a time (%d clients each, about 20 req/s per client), the\n"+
+			"set moving on every %s for %d windows, so an on-demand site is cold when its turn comes. Memory is\n"+
+			"the highest sum over sockvisor and every process below it (smaps_rollup) sampled mid-window. First request:\n"+
+			"the latency of each site's first request of its window through Apache (a cold start on demand). Boot: the\n"+
+			"backend's own time from process start to proven ready, from sockvisor's log. Below %d GiB MemAvailable the\n"+
+			"run stops sockvisor and reports how many backends were running.\n\n",
+			densityIdle, densityActive, densityClients, p.densityWindow, p.densityWindows, densityMemFloor>>30)
+		sb.WriteString(r.densityTable())
 	}
 	fmt.Fprintf(&sb, "\n## Reproduce\n\n```sh\nsudo make bench            # this file, restart-storm.svg, bench/out/*.csv\nsudo go run ./bench -quick # about a minute, small counts\n```\n")
 	return sb.String()

@@ -89,6 +89,7 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	site := fmt.Sprintf(`IncludeOptional %s
+IncludeOptional `+filepath.Join(e.work, densityConfGlob)+`
 ProxyPass %q "unix:%s|http://self.invalid/"
 ProxyPass %q "unix:%s|uwsgi://selfu.invalid/"
 ProxyPass %q "http://127.0.0.1:%d/"

@@ -41,6 +41,12 @@ type svStatus struct {
 // control_socket are added) and body, starts `sockvisor run` with
 // NOTIFY_SOCKET pointing at a datagram socket of ours, and waits for READY=1.
 func (e *env) startSockvisor(ctx context.Context, name, body string, limit time.Duration) (*sv, error) {
+	return e.startSockvisorWatch(ctx, name, body, limit, nil)
+}
+
+// startSockvisorWatch is startSockvisor that tells onStart (if not nil)
+// sockvisor's pid as soon as it runs.
+func (e *env) startSockvisorWatch(ctx context.Context, name, body string, limit time.Duration, onStart func(pid int)) (*sv, error) {
 	s := &sv{e: e, name: name, dir: filepath.Join(e.work, name)}
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return nil, err
@@ -65,6 +71,9 @@ func (e *env) startSockvisor(ctx context.Context, name, body string, limit time.
 	s.p, err = e.start("sockvisor-"+name, []string{e.bin, "run", "--config", s.cfg}, []string{"NOTIFY_SOCKET=" + notifyPath})
 	if err != nil {
 		return nil, err
+	}
+	if onStart != nil {
+		onStart(s.p.pid())
 	}
 	readyc := make(chan time.Time, 1)
 	go func() {
@@ -190,4 +199,13 @@ func cpuTicks(pid int) (int64, error) {
 	fmt.Sscan(f[11], &ut)
 	fmt.Sscan(f[12], &st)
 	return ut + st, nil
+}
+
+// stopPID stops the process pid that e started (SIGTERM, then the group's
+// SIGKILL after a minute).
+func (e *env) stopPID(pid int) {
+	e.mu.Lock()
+	p := e.procs[pid]
+	e.mu.Unlock()
+	e.stop(p, syscall.SIGTERM, 60*time.Second)
 }

@@ -15,6 +15,7 @@ packages=(
 	puma ruby-sd-notify # [H] Rack on Puma; sd_notify lets Puma report READY=1
 	ssl-cert openssl # [H] self-signed certificates for the TLS site tests
 	uvicorn python3-uvicorn puma ruby-sd-notify python3-gunicorn python3-systemd # [G]
+	python3-flask # [I] the density benchmark's sites are small Flask apps
 	ansible # [M] the node test runs the Ansible role from the host; cloud-init runs only inside the node (its rootfs has it)
 	libapache2-mod-php # [J] the doctor's mod_php tests load libphpX.Y.so into a private Apache
 )

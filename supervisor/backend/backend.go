@@ -125,22 +125,28 @@ type InstanceStatus struct {
 	Notified bool `json:"notified,omitempty"`
 	// Reloading: the process sent RELOADING=1 and no READY=1 since.
 	Reloading bool `json:"reloading,omitempty"`
+	// LastRunAt is when an on-demand instance's last process ended.
+	LastRunAt *time.Time `json:"last_ran_at,omitempty"`
 }
 
 // Status is a snapshot of the whole backend. Its top-level fields summarize
 // the instances: the worst state, instance 0's pid and start, the sum of
 // restarts, the latest exit and error.
 type Status struct {
-	Name      string           `json:"name"`
-	State     State            `json:"state"`
-	PID       int              `json:"pid,omitempty"`
-	Sockets   []string         `json:"sockets"`
-	Ready     bool             `json:"ready"`
-	StartedAt *time.Time       `json:"started_at,omitempty"`
-	Uptime    float64          `json:"uptime_seconds,omitempty"`
-	Restarts  int              `json:"restarts"`
-	LastExit  *Exit            `json:"last_exit,omitempty"`
-	LastError string           `json:"last_error,omitempty"`
+	Name      string     `json:"name"`
+	State     State      `json:"state"`
+	PID       int        `json:"pid,omitempty"`
+	Sockets   []string   `json:"sockets"`
+	Ready     bool       `json:"ready"`
+	StartedAt *time.Time `json:"started_at,omitempty"`
+	Uptime    float64    `json:"uptime_seconds,omitempty"`
+	Restarts  int        `json:"restarts"`
+	LastExit  *Exit      `json:"last_exit,omitempty"`
+	LastError string     `json:"last_error,omitempty"`
+	// Start is the backend's start mode, "eager" or "on-demand".
+	Start string `json:"start,omitempty"`
+	// LastRunAt is the latest LastRunAt of the instances.
+	LastRunAt *time.Time       `json:"last_ran_at,omitempty"`
 	Instances []InstanceStatus `json:"instances"`
 }
 
@@ -183,6 +189,7 @@ type Backend struct {
 	runErr      error
 	newErr      error
 	outbox      []pendingReply
+	od          odStats // on-demand counters (ondemand.go)
 }
 
 // instance is one socket and the processes serving it.
@@ -209,6 +216,7 @@ type instance struct {
 	backoff   uint64 // generation; bumping it cancels the pending timer
 	nextStart time.Time
 	ops       []*op // Restart/Reload calls waiting for this instance
+	od        odInstance
 }
 
 // op is one Restart or Reload call spanning every instance.
@@ -254,6 +262,8 @@ const (
 	reqRestart reqKind = iota
 	reqReload
 	reqStop
+	reqStart
+	reqIdle
 )
 
 type request struct {
@@ -272,6 +282,8 @@ const (
 	evBackoff
 	evKill
 	evKillDeadline
+	evWake      // a connection waits on an idle instance's socket
+	evIdleCheck // sample a running on-demand instance's connections
 )
 
 type event struct {
@@ -423,7 +435,11 @@ func (b *Backend) Run(ctx context.Context) error {
 		}
 	}
 	for _, in := range b.insts {
-		b.spawn(in)
+		if b.cfg.OnDemand() && in.sock != nil {
+			b.goIdle(in)
+		} else {
+			b.spawn(in)
+		}
 	}
 	b.publish()
 
@@ -442,6 +458,9 @@ func (b *Backend) Run(ctx context.Context) error {
 		b.flush()
 	}
 
+	for _, in := range b.insts {
+		b.unwatch(in)
+	}
 	close(b.quit)
 	if b.notify != nil {
 		b.notify.Close()
@@ -597,6 +616,14 @@ func (b *Backend) handle(ev event) {
 			}
 			b.after(killWait, event{kind: evKillDeadline, p: p})
 		}
+	case evWake:
+		in := ev.in
+		if ev.gen == in.od.gen && in.state == StateIdle && !b.stopping {
+			in.od.unwatch = nil
+			b.wake(in, "a connection is waiting")
+		}
+	case evIdleCheck:
+		b.idleCheck(ev.in, ev.gen)
 	case evKillDeadline:
 		if !p.gone {
 			members := groupMembers(p.pid)
@@ -633,7 +660,7 @@ func (b *Backend) exited(p *proc, ws syscall.WaitStatus) {
 		}
 	}
 	b.stopProc(p)
-	if b.stopping {
+	if b.stopping || b.idleExited(in, p) {
 		return
 	}
 	switch p {
@@ -757,6 +784,7 @@ func (b *Backend) maybeReady(p *proc) {
 	in.everReady = true
 	in.startErr = nil
 	b.log.Info("ready", "instance", in.idx, "pid", p.pid, "after", p.readyAt.Sub(p.started).Round(time.Millisecond))
+	b.onReady(in, p)
 	in.finishOps(nil)
 }
 
@@ -849,6 +877,11 @@ func (b *Backend) beginStop() {
 	b.stopping = true
 	b.log.Info("stopping")
 	for _, in := range b.insts {
+		b.unwatch(in)
+		for _, o := range in.od.idleOps {
+			o.finish(fmt.Errorf("backend %q: %w", b.cfg.Name, ErrStopped))
+		}
+		in.od.idleOps = nil
 		in.backoff++
 		in.state = StateStopping
 		in.spawnWhenGone = false
@@ -871,6 +904,17 @@ func (b *Backend) request(r request) {
 		b.answer(r.reply, fmt.Errorf("backend %q is stopping: %w", b.cfg.Name, ErrStopped))
 		return
 	}
+	switch {
+	case r.kind == reqStart:
+		b.startNow(r.reply)
+		return
+	case r.kind == reqIdle:
+		b.idleNow(r.reply)
+		return
+	case b.allIdle():
+		b.answer(r.reply, fmt.Errorf("backend %q: %w", b.cfg.Name, ErrIdle))
+		return
+	}
 	if r.kind == reqReload && !b.cfg.ReloadReplace {
 		b.reloadSignal(r.reply)
 		return
@@ -881,6 +925,10 @@ func (b *Backend) request(r request) {
 		return
 	}
 	for _, in := range b.insts {
+		if in.state == StateIdle || (in.cur != nil && in.cur.idleStop) {
+			o.finish(nil) // the next connection starts the new process
+			continue
+		}
 		in.ops = append(in.ops, o)
 		b.replace(in)
 	}
@@ -923,6 +971,8 @@ func (b *Backend) reloadSignal(reply chan error) {
 	var errs []error
 	for _, in := range b.insts {
 		switch {
+		case in.state == StateIdle:
+			// Nothing runs; the next process reads the config afresh.
 		case in.cur == nil || !in.cur.ready:
 			errs = append(errs, fmt.Errorf("backend %q instance %d is not running and ready (state %s); reload it once it is, or restart it", b.cfg.Name, in.idx, in.state))
 		default:
@@ -985,7 +1035,8 @@ func (b *Backend) Done() <-chan struct{} { return b.done }
 // Ready is closed the first time every instance is ready.
 func (b *Backend) Ready() <-chan struct{} { return b.ready }
 
-// WaitReady returns nil once every instance is ready. It does not wait
+// WaitReady returns nil once every instance is ready, or idle (an
+// on-demand instance waiting for its first connection). It does not wait
 // for ctx when a start fails: while an instance has never been ready, the
 // failure of a start attempt of it (the process exited, or was not ready
 // within ready.timeout, or could not be started) makes WaitReady return at
@@ -1000,7 +1051,7 @@ func (b *Backend) WaitReady(ctx context.Context) error {
 		b.mu.Lock()
 		st, ch, serr := b.status, b.changed, b.startErr
 		b.mu.Unlock()
-		if st.Ready {
+		if st.Ready || st.Serving() {
 			return nil
 		}
 		if serr != nil {
@@ -1038,11 +1089,11 @@ func (b *Backend) Status() Status {
 }
 
 // stateRank orders states from best to worst for the summary.
-var stateRank = map[State]int{StateReady: 0, StateStarting: 1, StateBackoff: 2, StateFailed: 3, StateStopping: 4, StateStopped: 5}
+var stateRank = map[State]int{StateReady: 0, StateIdle: 1, StateStarting: 2, StateBackoff: 3, StateFailed: 4, StateStopping: 5, StateStopped: 6}
 
 // publish snapshots the owner's state for Status and WaitReady.
 func (b *Backend) publish() {
-	st := Status{Name: b.cfg.Name, State: StateReady, Ready: len(b.insts) > 0}
+	st := Status{Name: b.cfg.Name, State: StateReady, Ready: len(b.insts) > 0, Start: b.cfg.Start}
 	running := b.started.Load() && !b.stopping
 	select {
 	case <-b.quit:
@@ -1068,6 +1119,13 @@ func (b *Backend) publish() {
 			}
 			t := p.started
 			is.StartedAt = &t
+		}
+		if !in.od.lastRun.IsZero() {
+			t := in.od.lastRun
+			is.LastRunAt = &t
+			if st.LastRunAt == nil || t.After(*st.LastRunAt) {
+				st.LastRunAt = &t
+			}
 		}
 		if running && (in.state == StateBackoff || in.state == StateFailed) && in.cur == nil {
 			t := in.nextStart

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +38,10 @@ type proc struct {
 	stopSent  bool
 	killSent  bool
 	abandoned bool // survived SIGKILL; given up on
+	idleStop  bool // stopped for idleness (on-demand); its exit makes the instance idle
+	// noPark: close the pending probe connection instead of keeping it
+	// for the next prober (set by the owner before it cancels the probe).
+	noPark atomic.Bool
 
 	statusText  string // last STATUS= it sent
 	mainPID     int    // where signals go: pid, or what MAINPID= named

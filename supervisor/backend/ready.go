@@ -72,7 +72,14 @@ func (b *Backend) readiness(ctx context.Context, p *proc, path string, spec conf
 		return
 	}
 	pr := &prober{b: b, pgid: p.pid, path: path, conn: conn}
-	defer func() { p.inst.slot <- pr.conn }()
+	defer func() {
+		if p.noPark.Load() {
+			// Stopped for idleness: this process would accept a kept
+			// connection and wait for a request on it until SIGKILL.
+			pr.drop()
+		}
+		p.inst.slot <- pr.conn
+	}()
 	err := b.awaitReady(ctx, pr, spec, deadline)
 	if ctx.Err() != nil {
 		return

@@ -107,6 +107,7 @@ func checkNotes(cfg *config.Config) []string {
 		}
 		notes = append(notes, accessNotes(b)...)
 	}
+	notes = append(notes, config.OnDemandNotes(cfg)...)
 	// Against the running sockvisor, if any: a reload would refuse these.
 	for _, w := range daemon.HandoffChanges(cfg, backend.DefaultStateDir) {
 		notes = append(notes, "warning: "+w)

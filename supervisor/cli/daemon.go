@@ -48,7 +48,8 @@ process exits or is not ready in time, the old one keeps serving and the
 command exits 1 at once with the new process's exit status and last output
 lines. A backend with
 handoff = "self" binds its own socket and is stopped first instead, so
-requests to it fail while it restarts.`,
+requests to it fail while it restarts. An idle on-demand backend has no
+process: restart does nothing, says so and exits 0.`,
 		flags: func(fs *flag.FlagSet) { configFlag(fs) },
 		run:   runRestart,
 	}
@@ -224,6 +225,7 @@ func writeStatus(e *env, st *daemon.StatusReport) {
 		}
 	}
 	tw.Flush()
+	writeIdle(e, st)
 	for _, b := range st.Backends {
 		if b.LastError != "" {
 			fmt.Fprintf(e.stdout, "%s: %s\n", b.Name, b.LastError)
@@ -254,8 +256,13 @@ func runRestart(e *env, fs *flag.FlagSet, args []string) (int, error) {
 	// A restart waits for the new process to be ready.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if err := c.Restart(ctx, args[0]); err != nil {
+	msg, err := c.RestartMessage(ctx, args[0])
+	if err != nil {
 		return callExit(err), err
+	}
+	if msg != "" {
+		fmt.Fprintln(e.stdout, msg) // nothing to do: an idle on-demand backend
+		return ExitOK, nil
 	}
 	fmt.Fprintf(e.stdout, "restarted %s\n", args[0])
 	return ExitOK, nil

@@ -125,7 +125,12 @@ type Backend struct {
 	ReloadReplace bool
 	Ready         Ready
 	Restart       Restart
-	Proxy         Proxy
+	// Start is StartEager or StartOnDemand (see ondemand.go).
+	Start string
+	// IdleTimeout stops an on-demand backend after this long with no
+	// connection on its sockets; 0 never stops it once started.
+	IdleTimeout time.Duration
+	Proxy       Proxy
 
 	// Site names the site block whose virtual host holds this backend's
 	// Apache rules; "" means the global server config.

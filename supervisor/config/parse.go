@@ -60,6 +60,8 @@ type fileBackend struct {
 	StopSignal   *string           `hcl:"stop_signal,optional"`
 	StopTimeout  *string           `hcl:"stop_timeout,optional"`
 	ReloadSignal *string           `hcl:"reload_signal,optional"`
+	Start        *string           `hcl:"start,optional"`
+	IdleTimeout  *string           `hcl:"idle_timeout,optional"`
 	Ready        *fileReady        `hcl:"ready,block"`
 	Restart      *fileRestart      `hcl:"restart,block"`
 	Proxy        *fileProxy        `hcl:"proxy,block"`

@@ -92,6 +92,10 @@ func exampleFor(name string) string {
 		return "www-data"
 	case "stop_timeout", "timeout", "min_delay", "max_delay", "retry", "acquire":
 		return "30s"
+	case "idle_timeout":
+		return "10m"
+	case "start":
+		return StartOnDemand
 	case "stop_signal", "reload_signal":
 		return "TERM"
 	}

@@ -349,6 +349,7 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 		}
 	}
 
+	v.startMode(b, fb)
 	v.usableSocketMode(c, b)
 	v.noNUL(key+".ready.path", "ready.path", b.Ready.Path)
 	v.web(c, b, fb)

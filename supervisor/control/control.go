@@ -1,5 +1,6 @@
 // Package control is sockvisor's root-only control API: HTTP/1.1 over a
-// Unix socket. GET /status returns JSON, POST /restart?backend=NAME and
+// Unix socket. GET /status returns JSON, POST /restart?backend=NAME,
+// POST /start?backend=NAME, POST /stop?backend=NAME (on-demand backends) and
 // POST /reload act, GET /metrics serves Prometheus text exposition.
 //
 // Invariant: a request is served only if the peer's SO_PEERCRED uid is 0, on
@@ -81,6 +82,8 @@ func Listen(path string, h Handler, metrics http.Handler, log hclog.Logger) (*Se
 	mux.HandleFunc("GET /status", s.status)
 	mux.HandleFunc("POST /restart", s.restart)
 	mux.HandleFunc("POST /reload", s.reload)
+	mux.HandleFunc("POST /start", s.onDemand(OnDemand.StartBackend))
+	mux.HandleFunc("POST /stop", s.onDemand(OnDemand.StopBackend))
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
 	}
@@ -167,7 +170,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) restart(w http.ResponseWriter, r *http.Request) {
-	reply(w, http.StatusConflict, nil, s.h.Restart(r.Context(), r.URL.Query().Get("backend")))
+	replyNotice(w, http.StatusConflict, s.h.Restart(r.Context(), r.URL.Query().Get("backend")))
 }
 
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {

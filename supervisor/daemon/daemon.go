@@ -525,7 +525,7 @@ func (d *Daemon) summary() string {
 	ready, total := 0, len(d.procs)
 	var bad []string
 	for name, p := range d.procs {
-		if p.p.Status().Ready {
+		if st := p.p.Status(); st.Ready || st.Serving() {
 			ready++
 		} else {
 			bad = append(bad, name)
@@ -581,7 +581,7 @@ func (d *Daemon) Restart(ctx context.Context, name string) error {
 		return fmt.Errorf("restart of %q abandoned: %w", name, errStopping)
 	}
 	// The backend's error names it, the failure and the old process's fate.
-	return err
+	return idleNotice(name, err)
 }
 
 // untilStop returns ctx, also cancelled when the daemon stops.

@@ -36,12 +36,12 @@ var (
 	descConfig   = prometheus.NewDesc("sockvisor_config_reloads_total", "Config reloads requested.", []string{"result"}, nil)
 )
 
-var states = []backend.State{backend.StateStarting, backend.StateReady, backend.StateBackoff, backend.StateFailed, backend.StateStopping, backend.StateStopped}
+var states = []backend.State{backend.StateStarting, backend.StateReady, backend.StateIdle, backend.StateBackoff, backend.StateFailed, backend.StateStopping, backend.StateStopped}
 
 type collector struct{ d *Daemon }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descState, descRestarts, descExit, descUptime, descQueue, descBacklog, descApache, descApacheF, descConfig} {
+	for _, d := range []*prometheus.Desc{descUp, descState, descRestarts, descExit, descUptime, descQueue, descBacklog, descApache, descApacheF, descConfig, descColdStarts, descIdleStops, descColdLatency} {
 		ch <- d
 	}
 }
@@ -76,6 +76,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descBacklog, float64(q.Backlog), b.Name, q.Path)
 		}
 	}
+	c.onDemand(ch)
 	n := &c.d.counts
 	counter(descApache, n.apacheReloads.Load())
 	counter(descApacheF, n.apacheReloadFailures.Load())

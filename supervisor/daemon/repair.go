@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/sockvisor/sockvisor/supervisor/backend"
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
@@ -176,7 +177,9 @@ func (d *Daemon) repairDead(ctx context.Context, failing map[string]string) {
 		}
 		d.log.Warn("restarting the backend onto its replaced socket", "backend", p.cfg.Name)
 		rctx, cancel := context.WithTimeout(ctx, p.cfg.Ready.Timeout+5*time.Second)
-		if err := p.p.Restart(rctx); err != nil {
+		// An idle on-demand backend has nothing to restart: a dead
+		// listener is readable, so its watch has already started it.
+		if err := p.p.Restart(rctx); err != nil && !errors.Is(err, backend.ErrIdle) {
 			d.log.Error("restarting the backend onto its replaced socket", "backend", p.cfg.Name, "error", err)
 		}
 		cancel()

@@ -558,6 +558,10 @@ func (d *doc) socket(ctx context.Context, path string) *sockState {
 			s.label = l
 		}
 	}
+	if d.onDemand(path) {
+		d.onDemandLiveness(path, s)
+		return s
+	}
 	self := fmt.Sprintf("connect as uid %d", os.Geteuid())
 	switch {
 	case d.root && d.id.UID != 0:

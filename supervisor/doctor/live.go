@@ -127,6 +127,8 @@ func (d *doc) backendState(ctx context.Context, b daemon.BackendReport, later ma
 		logs := fmt.Sprintf("journalctl -u sockvisor -g %q", b.Name)
 		var f *Finding
 		switch inst.State {
+		case backend.StateIdle:
+			// An on-demand backend with no process: a connection starts it.
 		case backend.StateFailed, backend.StateBackoff, backend.StateStopped, backend.StateStopping:
 			what := map[backend.State]string{
 				backend.StateFailed:   "is failed (it keeps crashing; sockvisor retries every restart.max_delay)",

@@ -37,6 +37,9 @@ func TestBackendStateFindings(t *testing.T) {
 		{"growing", backend.StateReady, true, 1, 9, IDNotAccepting, SevWarning, "grew from 1 to 9"},
 		{"own connects only", backend.StateReady, true, 1, 4, "", "", ""},
 		{"healthy", backend.StateReady, true, 0, 0, "", "", ""},
+		// On demand, with no process until a connection comes: healthy,
+		// even with that connection queued (it is what starts it).
+		{"idle", backend.StateIdle, false, 0, 1, "", "", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
