@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -536,7 +537,34 @@ func renderStaticDir(p func(string, ...any), be *config.Backend, dir string) {
 		p("        Require all denied")
 		p("    </FilesMatch>")
 	}
+	renderHiddenFiles(p)
 	p("</Directory>")
+	renderHiddenDirs(p, dir)
+}
+
+// backupSuffixes end the names of editor and backup copies, which Apache
+// would serve as text: "index.php.bak" gave the PHP source with
+// application/x-trash (measured).
+const backupSuffixes = `(~|\.(?i:bak|old|orig|save|swp|dist))$`
+
+// renderHiddenFiles, inside a served tree's <Directory>, denies dot-files
+// (.env, .htpasswd, vim's .x.swp) and backup copies with 403.
+func renderHiddenFiles(p func(string, ...any)) {
+	p("    # Dot-files and backup copies are never served.")
+	p("    <FilesMatch %s>", quote(`^\.|`+backupSuffixes))
+	p("        Require all denied")
+	p("    </FilesMatch>")
+}
+
+// renderHiddenDirs denies the dot-directories under dir (.git, .svn) but
+// /.well-known/ (RFC 8615: ACME, security.txt). <FilesMatch> sees only the
+// file's name, so "/.git/config" needs a <DirectoryMatch>, anchored at dir
+// so that a dot in dir's own path does not count.
+func renderHiddenDirs(p func(string, ...any), dir string) {
+	re := "^" + regexp.QuoteMeta(strings.TrimSuffix(dir, "/")) + `/(.+/)?\.(?!well-known(/|$))`
+	p("<DirectoryMatch %s>", quote(re))
+	p("    Require all denied")
+	p("</DirectoryMatch>")
 }
 
 // renderDocroot lets Apache serve be's document root and hand existing .php
@@ -571,7 +599,9 @@ func renderDocroot(p func(string, ...any), be *config.Backend) {
 	p("            SetHandler %q", "proxy:"+handlerURL(be))
 	p("        </If>")
 	p("    </FilesMatch>")
+	renderHiddenFiles(p)
 	p("</Directory>")
+	renderHiddenDirs(p, be.DocumentRoot)
 }
 
 // workerParams renders the backend's proxy settings as worker parameters.
