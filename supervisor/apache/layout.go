@@ -150,3 +150,11 @@ func (l Layout) enableCommand(mods []string) string {
 	}
 	return fmt.Sprintf(`run "%s" and restart Apache (a reload does not load modules)`, cmd)
 }
+
+// unitName is Apache's systemd unit, for an operator's command.
+func (l Layout) unitName() string {
+	if l.Unit == "" {
+		return "apache2"
+	}
+	return l.Unit
+}

@@ -246,9 +246,9 @@ func (m *Manager) apply(ctx context.Context, cfg *config.Config) (bool, error) {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CommandTimeout)
 		defer cancel()
 		if serr := m.opts.Reloader.Start(sctx); serr != nil {
-			return false, fmt.Errorf("%w; sockvisor restored the previous config but could not start Apache again: %w", err, serr)
+			return false, fmt.Errorf("%w; Apache is down: sockvisor restored the previous config but could not start Apache again (%w); fix what Apache's error log names, then start it (systemctl start %s)", err, serr, m.opts.Layout.unitName())
 		}
-		return false, fmt.Errorf("%w; sockvisor restored the previous config and started Apache again", err)
+		return false, fmt.Errorf("%w; sockvisor restored the previous config and started Apache again, which now runs it", err)
 	default:
 		// Whatever Apache runs now, it is not the new file: keep disk and
 		// Apache in step.

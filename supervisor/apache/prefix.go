@@ -33,23 +33,46 @@ func keepsPrefix(be *config.Backend) bool {
 // (measured). Behind a load balancer, mod_remoteip restores the client
 // address Apache then sends.
 func prefixHeaders(be *config.Backend) []string {
-	out := []string{
-		"RequestHeader unset X-Forwarded-For",
-		"RequestHeader unset X-Forwarded-Host",
-		"RequestHeader unset X-Forwarded-Server",
-		`RequestHeader set X-Forwarded-Proto "expr=%{REQUEST_SCHEME}"`,
+	var out []string
+	// Apache matches header names case-insensitively but takes "_" and
+	// "-" as different characters, while Gunicorn, WSGI and CGI environ
+	// fold both into "_": Gunicorn 20.1 merged "X_Forwarded_For: 6.6.6.6"
+	// into HTTP_X_FORWARDED_FOR ahead of Apache's value. So every spelling
+	// is unset, and the headers sockvisor sets are set in one of them. The
+	// standard Forwarded header (RFC 7239) carries the same claims and is
+	// never set by Apache, so it goes too.
+	for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Server", "X-Forwarded-Proto", "X-Forwarded-Prefix", "Script-Name"} {
+		for _, v := range spellings(h) {
+			out = append(out, "RequestHeader unset "+v)
+		}
 	}
+	out = append(out, "RequestHeader unset Forwarded",
+		`RequestHeader set X-Forwarded-Proto "expr=%{REQUEST_SCHEME}"`)
 	prefix := strings.TrimSuffix(be.Mount, "/")
-	if prefix == "" {
-		out = append(out, "RequestHeader unset X-Forwarded-Prefix")
-	} else {
+	if prefix != "" {
 		// Werkzeug's ProxyFix (x_prefix), Spring, Traefik's convention.
 		out = append(out, "RequestHeader set X-Forwarded-Prefix "+quote(prefix))
 	}
 	if keepsPrefix(be) {
 		out = append(out, "RequestHeader set SCRIPT_NAME "+quote(prefix))
-	} else {
-		out = append(out, "RequestHeader unset SCRIPT_NAME")
+	}
+	return out
+}
+
+// spellings returns every way of writing header h with "-" or "_" between
+// its words, h's own first.
+func spellings(h string) []string {
+	words := strings.Split(h, "-")
+	out := []string{words[0]}
+	for _, w := range words[1:] {
+		var next []string
+		for _, o := range out {
+			next = append(next, o+"-"+w)
+		}
+		for _, o := range out {
+			next = append(next, o+"_"+w)
+		}
+		out = next
 	}
 	return out
 }

@@ -29,6 +29,16 @@ func alive(pid int) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
+// procExists reports whether any process pid exists, a zombie included: what
+// Apache's `-k start` takes for a running server.
+func procExists(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
 // children returns the pids whose parent is pid.
 func children(pid int) map[int]bool {
 	out := map[int]bool{}

@@ -2,7 +2,9 @@ package apache
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,6 +63,9 @@ type ApachectlReloader struct {
 	Apachectl []string
 	// Settle bounds the watch after the signal; 0 means DefaultSettle.
 	Settle time.Duration
+	// Gone bounds Start's wait for a dead main process to go; 0 means
+	// DefaultGone.
+	Gone time.Duration
 }
 
 var _ Reloader = (*ApachectlReloader)(nil)
@@ -88,22 +93,49 @@ func (a *ApachectlReloader) Reload(ctx context.Context) error {
 	return nil
 }
 
+// DefaultGone bounds Start's wait for a dead main process to disappear.
+const DefaultGone = 10 * time.Second
+
 // Start runs `<apachectl> -k start` and waits for a live main process.
+//
+// After a reload killed Apache, its main process may still exist for a
+// while: exiting (mod_ssl's AH02562 took tens of ms) or a zombie until its
+// parent reaps it. `-k start` takes any process that kill(pid, 0) finds
+// for a running server, says "already running" and exits 0, and Apache
+// stays down (measured 55 ms after the graceful). So Start first waits,
+// up to Gone, until the PidFile's process is really gone, and removes the
+// PidFile of a zombie that outlasts the wait; then it starts Apache and
+// waits for a new live main process.
 func (a *ApachectlReloader) Start(ctx context.Context) error {
 	pidFile, err := a.pidFile(ctx)
 	if err != nil {
 		return err
+	}
+	old, err := readPid(pidFile)
+	if err == nil && old > 0 {
+		if err := waitGone(ctx, old, orDefault(a.Gone, DefaultGone)); err != nil {
+			return err
+		}
+		if procExists(old) {
+			if alive(old) {
+				return fmt.Errorf("Apache's main process %d (PidFile %s) is still running, so it was not started again; stop it, then start Apache", old, pidFile)
+			}
+			// A zombie nobody reaps holds no socket; its PidFile is stale.
+			if err := os.Remove(pidFile); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("removing the stale PidFile %s of dead main process %d: %w", pidFile, old, err)
+			}
+		}
 	}
 	if out, err := runApache(ctx, a.Apachectl, "-k", "start"); err != nil {
 		return fmt.Errorf("%s -k start: %w: %s", strings.Join(a.Apachectl, " "), err, apacheconf.Message([]byte(out), 6))
 	}
 	deadline := time.Now().Add(orDefault(a.Settle, DefaultSettle))
 	for {
-		if pid, err := readPid(pidFile); err == nil && alive(pid) {
+		if pid, err := readPid(pidFile); err == nil && pid != old && alive(pid) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s -k start ran but no live process appeared in %s", strings.Join(a.Apachectl, " "), pidFile)
+			return fmt.Errorf("%s -k start ran but no new live main process appeared in %s", strings.Join(a.Apachectl, " "), pidFile)
 		}
 		select {
 		case <-ctx.Done():
@@ -111,6 +143,20 @@ func (a *ApachectlReloader) Start(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// waitGone waits until no process pid exists (a zombie still does), or
+// limit passes; only ctx ending is an error.
+func waitGone(ctx context.Context, pid int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for procExists(pid) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // pidFile asks Apache where its PidFile is; a relative one is under ServerRoot.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -84,7 +85,7 @@ func RenderFiles(cfg *config.Config) []File {
 		p("# Do not edit: sockvisor rewrites this file whenever its config changes.")
 		p("# Include it inside the <VirtualHost> blocks that serve %s (render = \"include\").", s.Name)
 		p("# The <Proxy> settings of these backends are in sockvisor's main file.")
-		renderContext(printer(&b, ""), siteBackends(cfg, s.Name), true)
+		renderContext(printer(&b, ""), siteBackends(cfg, s.Name), siteBackends(cfg, ""))
 		files = append(files, File{Kind: KindInclude, Site: s.Name, Data: b.Bytes()})
 	}
 	return files
@@ -157,7 +158,7 @@ func renderMain(cfg *config.Config) []byte {
 			renderWorkers(p, be)
 		}
 	}
-	renderContext(p, siteBackends(cfg, ""), false)
+	renderContext(p, siteBackends(cfg, ""), nil)
 	for _, be := range cfg.Backends {
 		if be.Mount == "" {
 			p("")
@@ -212,6 +213,7 @@ func mounted(cfg *config.Config) []*config.Backend {
 // HTTPS, each address in config order.
 func renderVhosts(b *bytes.Buffer, cfg *config.Config, s *config.Site) {
 	bes := siteBackends(cfg, s.Name)
+	globals := siteBackends(cfg, "")
 	open := func(addr string) func(string, ...any) {
 		p := printer(b, "")
 		p("")
@@ -234,7 +236,7 @@ func renderVhosts(b *bytes.Buffer, cfg *config.Config, s *config.Site) {
 			in("RewriteCond %%{REQUEST_URI} !^/\\.well-known/acme-challenge/")
 			in("RewriteRule ^ https://%%{SERVER_NAME}%s%%{REQUEST_URI} [R=301,L,NE]", httpsPort(s))
 		} else {
-			renderContext(in, bes, true)
+			renderContext(in, bes, globals)
 		}
 		closeVhost()
 	}
@@ -244,7 +246,7 @@ func renderVhosts(b *bytes.Buffer, cfg *config.Config, s *config.Site) {
 			in("SSLEngine on")
 			in("SSLCertificateFile %q", s.TLS.Certificate)
 			in("SSLCertificateKeyFile %q", s.TLS.Key)
-			renderContext(in, bes, true)
+			renderContext(in, bes, globals)
 			closeVhost()
 		}
 	}
@@ -263,7 +265,8 @@ func httpsPort(s *config.Site) string {
 }
 
 // renderContext writes the rules of bes (one context's backends, longest
-// mount first) into the global config (inSite false) or a virtual host.
+// mount first) into the global config (globals nil) or a virtual host
+// (globals: the global config's backends, longest mount first).
 //
 // Apache's Alias picks the first match in config order, so every Alias of
 // the context comes first, longest URL first. In the global config the
@@ -274,7 +277,13 @@ func httpsPort(s *config.Site) string {
 // wins); <Location> sections merge in config order, the later one winning,
 // so there backends come shortest mount first and each alias's exclusion
 // after its backend's mount.
-func renderContext(p func(string, ...any), bes []*config.Backend, inSite bool) {
+//
+// A site's <Location "/"> would so hide every global mount in that host,
+// though global backends apply to every virtual host. So a site repeats
+// the global backends' <Location> rules among its own, by mount length; on
+// an equal mount the site's comes later and wins.
+func renderContext(p func(string, ...any), bes, globals []*config.Backend) {
+	inSite := globals != nil
 	type alias struct{ url, dir string }
 	var aliases []alias
 	docroot := ""
@@ -316,16 +325,51 @@ func renderContext(p func(string, ...any), bes []*config.Backend, inSite bool) {
 		p("Alias %q %q", a.url, a.dir)
 	}
 
-	order := bes
-	if inSite {
-		order = make([]*config.Backend, len(bes))
-		for i, be := range bes {
-			order[len(bes)-1-i] = be
+	if !inSite {
+		for _, be := range bes {
+			p("")
+			renderBackend(p, be, false)
+		}
+		return
+	}
+	type rule struct {
+		be     *config.Backend
+		global bool
+	}
+	var order []rule
+	for _, be := range globals {
+		if len(be.Sockets) > 0 {
+			order = append(order, rule{be, true})
 		}
 	}
-	for _, be := range order {
+	for _, be := range bes {
+		order = append(order, rule{be, false})
+	}
+	// Shortest mount first; on a tie the global rule first, so the site's
+	// wins. Both lists are longest first, so reversing a stable sort by
+	// length keeps each list's own order reversed, as before.
+	sort.SliceStable(order, func(i, j int) bool {
+		a, b := order[i], order[j]
+		if len(a.be.Mount) != len(b.be.Mount) {
+			return len(a.be.Mount) < len(b.be.Mount)
+		}
+		if a.be.Mount != b.be.Mount {
+			return a.be.Mount > b.be.Mount
+		}
+		if a.global != b.global {
+			return a.global
+		}
+		return a.be.Name > b.be.Name
+	})
+	for _, r := range order {
 		p("")
-		renderBackend(p, be, inSite)
+		if r.global {
+			p("# Global backend %q, mounted at %s, repeated here so that the site's", r.be.Name, r.be.Mount)
+			p("# shorter mounts do not hide it; its settings are in the main file.")
+			renderLocations(p, r.be)
+			continue
+		}
+		renderBackend(p, r.be, true)
 	}
 }
 
@@ -371,13 +415,15 @@ func renderBackend(p func(string, ...any), be *config.Backend, inSite bool) {
 	}
 	if be.Docroot() {
 		renderDocroot(p, be)
+	}
+	if inSite {
+		renderLocations(p, be)
+		return
+	}
+	if be.Docroot() {
 		// A ProxyPass of a shorter mount in the same context would take
 		// these requests before Alias maps them to files.
-		if inSite {
-			p("<Location %q>", mountPath(be.Mount))
-			p("    ProxyPass \"!\"")
-			p("</Location>")
-		} else if be.Mount != "/" {
+		if be.Mount != "/" {
 			p("ProxyPass %q \"!\"", be.Mount)
 		}
 		return
@@ -387,15 +433,31 @@ func renderBackend(p func(string, ...any), be *config.Backend, inSite bool) {
 	if len(be.Sockets) == 1 {
 		params = workerParams(be)
 	}
-	if !inSite {
-		for _, a := range be.Aliases {
-			p("ProxyPass %q \"!\"", a.URL)
-		}
-		p("ProxyPass %q %q%s", be.Mount, target, params)
-		for _, r := range reverse {
-			p("ProxyPassReverse %q %q", be.Mount, r)
-		}
+	for _, a := range be.Aliases {
+		p("ProxyPass %q \"!\"", a.URL)
+	}
+	p("ProxyPass %q %q%s", be.Mount, target, params)
+	for _, r := range reverse {
+		p("ProxyPassReverse %q %q", be.Mount, r)
+	}
+}
+
+// renderLocations writes be's <Location> rules in a virtual host: its
+// ProxyPass, or "!" for a document root that Apache serves, then "!" for
+// each alias.
+func renderLocations(p func(string, ...any), be *config.Backend) {
+	if be.Docroot() {
+		// A ProxyPass of a shorter mount in the same context would take
+		// these requests before Alias maps them to files.
+		p("<Location %q>", mountPath(be.Mount))
+		p("    ProxyPass \"!\"")
+		p("</Location>")
 		return
+	}
+	target, reverse := proxyTarget(be)
+	params := ""
+	if len(be.Sockets) == 1 {
+		params = workerParams(be)
 	}
 	p("<Location %q>", be.Mount)
 	p("    ProxyPass %q%s", target, params)
@@ -536,7 +598,34 @@ func renderStaticDir(p func(string, ...any), be *config.Backend, dir string) {
 		p("        Require all denied")
 		p("    </FilesMatch>")
 	}
+	renderHiddenFiles(p)
 	p("</Directory>")
+	renderHiddenDirs(p, dir)
+}
+
+// backupSuffixes end the names of editor and backup copies, which Apache
+// would serve as text: "index.php.bak" gave the PHP source with
+// application/x-trash (measured).
+const backupSuffixes = `(~|\.(?i:bak|old|orig|save|swp|dist))$`
+
+// renderHiddenFiles, inside a served tree's <Directory>, denies dot-files
+// (.env, .htpasswd, vim's .x.swp) and backup copies with 403.
+func renderHiddenFiles(p func(string, ...any)) {
+	p("    # Dot-files and backup copies are never served.")
+	p("    <FilesMatch %s>", quote(`^\.|`+backupSuffixes))
+	p("        Require all denied")
+	p("    </FilesMatch>")
+}
+
+// renderHiddenDirs denies the dot-directories under dir (.git, .svn) but
+// /.well-known/ (RFC 8615: ACME, security.txt). <FilesMatch> sees only the
+// file's name, so "/.git/config" needs a <DirectoryMatch>, anchored at dir
+// so that a dot in dir's own path does not count.
+func renderHiddenDirs(p func(string, ...any), dir string) {
+	re := "^" + regexp.QuoteMeta(strings.TrimSuffix(dir, "/")) + `/(.+/)?\.(?!well-known(/|$))`
+	p("<DirectoryMatch %s>", quote(re))
+	p("    Require all denied")
+	p("</DirectoryMatch>")
 }
 
 // renderDocroot lets Apache serve be's document root and hand existing .php
@@ -571,7 +660,9 @@ func renderDocroot(p func(string, ...any), be *config.Backend) {
 	p("            SetHandler %q", "proxy:"+handlerURL(be))
 	p("        </If>")
 	p("    </FilesMatch>")
+	renderHiddenFiles(p)
 	p("</Directory>")
+	renderHiddenDirs(p, be.DocumentRoot)
 }
 
 // workerParams renders the backend's proxy settings as worker parameters.

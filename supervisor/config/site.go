@@ -1,7 +1,12 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -154,8 +159,12 @@ func (v *validator) sites(c *Config, fs []fileSite) {
 			if s.TLS.Listen == nil {
 				s.TLS.Listen = []string{"*:443"}
 			}
+			before := len(v.problems)
 			v.readableFile(key+".tls.certificate", "tls.certificate", t.Certificate)
 			v.readableFile(key+".tls.key", "tls.key", t.Key)
+			if len(v.problems) == before {
+				v.keyPair(key+".tls", t.Certificate, t.Key)
+			}
 			v.listen(key+".tls.listen", s.TLS.Listen)
 			if len(s.TLS.Listen) == 0 {
 				v.at(key+".tls.listen", "tls.listen is empty; give at least one address such as \"*:443\", or remove the tls block")
@@ -212,6 +221,73 @@ func (v *validator) readableFile(key, what, p string) {
 		v.at(key, "%s %s cannot be read: %v; fix the path", what, p, err)
 	case !st.Mode().IsRegular():
 		v.at(key, "%s %s is not a regular file; name the PEM file", what, p)
+	}
+}
+
+// keyPair checks that the certificate and key files load as Apache will
+// load them: configtest does not read them, and a graceful restart onto a
+// certificate mod_ssl cannot load (AH02562) kills Apache's main process. A
+// file sockvisor check may not read (a key only root reads) is left to the
+// daemon, which does.
+func (v *validator) keyPair(key, certFile, keyFile string) {
+	certPEM, err := os.ReadFile(certFile)
+	if errors.Is(err, fs.ErrPermission) {
+		return
+	}
+	if err != nil {
+		v.at(key+".certificate", "tls.certificate %s cannot be read: %v; fix the path", certFile, err)
+		return
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if errors.Is(err, fs.ErrPermission) {
+		return
+	}
+	if err != nil {
+		v.at(key+".key", "tls.key %s cannot be read: %v; fix the path", keyFile, err)
+		return
+	}
+	var certs []*x509.Certificate
+	rest := certPEM
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			v.at(key+".certificate", "tls.certificate %s holds a certificate that does not parse (%v); name the PEM file your CA issued", certFile, err)
+			return
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		v.at(key+".certificate", "tls.certificate %s holds no PEM certificate (no \"-----BEGIN CERTIFICATE-----\" block), and Apache would die loading it; name the PEM certificate file", certFile)
+		return
+	}
+	if !hasKeyBlock(keyPEM) {
+		v.at(key+".key", "tls.key %s holds no PEM private key (no \"-----BEGIN ... PRIVATE KEY-----\" block), and Apache would die loading it; name the certificate's PEM key file", keyFile)
+		return
+	}
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		v.at(key+".key", "tls.key %s does not go with tls.certificate %s (%v), and Apache would die loading them; name the key the certificate was issued for", keyFile, certFile, err)
+	}
+}
+
+// hasKeyBlock reports whether data holds a PEM private key block anywhere.
+func hasKeyBlock(data []byte) bool {
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return false
+		}
+		if strings.Contains(b.Type, "PRIVATE KEY") {
+			return true
+		}
 	}
 }
 

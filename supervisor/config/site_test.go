@@ -1,25 +1,82 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
-// pemPair writes a placeholder certificate and key; the config checks only
-// that they are readable files.
+// pemPair writes a fresh self-signed certificate and its key.
 func pemPair(t *testing.T) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	for _, p := range []string{cert, key} {
-		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	c, k := genPair(t)
+	if err := os.WriteFile(cert, c, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, k, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	return cert, key
+}
+
+// genPair returns a fresh self-signed certificate and its key, in PEM.
+func genPair(t *testing.T) (cert, key []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "a.example"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"a.example"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
+}
+
+// TestTLSFilesLoad: check loads the certificate and key as mod_ssl will,
+// since a graceful restart onto one it cannot load kills Apache.
+func TestTLSFilesLoad(t *testing.T) {
+	cert, key := pemPair(t)
+	_, otherKey := pemPair(t)
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	keyPEM, _ := os.ReadFile(key)
+	garbage := write("bad.pem", "this is not a certificate\n")
+	keyOnly := write("keyonly.pem", string(keyPEM))
+	brokenDER := write("broken.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+	site := func(c, k string) string {
+		return fmt.Sprintf("site \"a.example\" {\n  tls {\n    certificate = %q\n    key = %q\n  }\n}", c, k)
+	}
+	mustParse(t, site(cert, key))
+	wantProblem(t, site(garbage, key), "3:19", "tls.certificate "+garbage+" holds no PEM certificate", "name the PEM certificate file")
+	wantProblem(t, site(keyOnly, key), "3:19", "holds no PEM certificate")
+	wantProblem(t, site(brokenDER, key), "3:19", "does not parse")
+	wantProblem(t, site(cert, garbage), "4:11", "tls.key "+garbage+" holds no PEM private key")
+	wantProblem(t, site(cert, otherKey), "4:11", "tls.key "+otherKey+" does not go with tls.certificate "+cert, "name the key the certificate was issued for")
 }
 
 func TestSiteDefaults(t *testing.T) {

@@ -236,9 +236,8 @@ func (d *Daemon) Run(ctx context.Context) (err error) {
 		case <-ctx.Done():
 			return nil
 		case <-hups:
-			if err := d.Reload(ctx); err != nil && !d.closing.Load() {
-				d.log.Error("reload failed; the previous config keeps serving", "error", err)
-			}
+			// Reload logs its own failure.
+			_ = d.Reload(ctx)
 		}
 	}
 }

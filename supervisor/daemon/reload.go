@@ -50,6 +50,11 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.lastReloadErr = ""
 	}
 	d.mu.Unlock()
+	if err != nil {
+		// Every reload, by SIGHUP or by `sockvisor reload`, logs its
+		// failure here, once.
+		d.log.Error("reload failed", "error", err)
+	}
 	d.notify.Ready(d.summary())
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/sockvisor/sockvisor/supervisor/apache"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
@@ -82,6 +83,11 @@ func (d *Daemon) transact(ctx context.Context, old, next *config.Config, stored 
 	if ctx.Err() == nil && d.apache != nil {
 		if err := d.applyApache(ctx, next); err != nil {
 			if !t.initial {
+				if errors.Is(err, apache.ErrApacheDied) {
+					// err says whether Apache runs the previous config again
+					// or is down; "kept its previous config" would be false.
+					return t.fail(ctx, fmt.Errorf("config not reloaded: %w", err))
+				}
 				return t.fail(ctx, fmt.Errorf("config not reloaded, Apache kept its previous config: %w", err))
 			}
 			// The sockets and backends are fine; Apache keeps its old config.

@@ -522,11 +522,11 @@ func TestAnsibleExamples(t *testing.T) {
 		}
 	}
 	tmp := t.TempDir()
-	// check reads the certificate and key (it does not parse them).
-	for _, f := range []string{"www.pem", "www.key"} {
-		if err := os.WriteFile(filepath.Join(tmp, f), []byte("test\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	// check loads the certificate and key, so they must be a real pair.
+	needTool(t, "openssl")
+	if out, err := exec.Command("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+		"-keyout", filepath.Join(tmp, "www.key"), "-out", filepath.Join(tmp, "www.pem"), "-days", "2", "-subj", "/CN=www.example").CombinedOutput(); err != nil {
+		t.Fatalf("openssl: %v\n%s", err, out)
 	}
 	vars := filepath.Join(tmp, "vars.yml")
 	if err := os.WriteFile(vars, []byte(`sockvisor_settings: {log_level: info, backlog: 128}
