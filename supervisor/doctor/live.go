@@ -253,8 +253,14 @@ func (d *doc) applyState(a *daemon.ApacheApply) {
 	if fix == "" {
 		fix = applyFixes["other"]
 	}
+	// Only a reload that killed Apache can leave it down; the manager's
+	// error says whether restarting it with the previous config worked.
+	state := "so Apache still runs its previous config: backends added or moved since are not routed, and removed ones still are"
+	if a.Step == "apache-died" && strings.Contains(a.Error, "Apache is down") {
+		state = "and Apache did not start again with its previous config: every site it serves is down"
+	}
 	d.general(Finding{ID: IDApacheApply, Severity: SevError,
-		What:     fmt.Sprintf("sockvisor's last Apache config apply failed (%s step), so Apache still runs its previous config: backends added or moved since are not routed, and removed ones still are", a.Step),
+		What:     fmt.Sprintf("sockvisor's last Apache config apply failed (%s step), %s", a.Step, state),
 		Evidence: ev, Fix: fix})
 }
 

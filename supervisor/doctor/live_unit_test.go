@@ -92,6 +92,16 @@ func TestApplyStateNamesStepAndFix(t *testing.T) {
 	}
 	mustContain(t, "evidence", strings.Join(f.Evidence, "\n"), "proxy_uwsgi", "/etc/apache2/conf-available/sockvisor.conf")
 	mustContain(t, "fix", f.Fix, "a2enmod", "sockvisor reload")
+	mustContain(t, "what", f.What, "still runs its previous config")
+
+	// A reload that killed Apache for good: saying it still serves would lie.
+	d = &doc{report: &Report{}}
+	d.applyState(&daemon.ApacheApply{Step: "apache-died", Error: "apache: Apache died on reload; Apache is down: sockvisor restored the previous config but could not start Apache again"})
+	f = d.report.General[0]
+	mustContain(t, "what", f.What, "did not start again", "every site it serves is down")
+	if strings.Contains(f.What, "still runs") {
+		t.Errorf("a dead Apache reported as serving: %s", f.What)
+	}
 }
 
 // A socket that something holds and listens on but never accepts from (a
