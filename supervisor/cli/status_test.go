@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,12 +43,7 @@ func TestStatusShowsLastApacheApply(t *testing.T) {
 // names (here by the file sockvisor renders into it), not the default one.
 func TestDoctorDiagnosesTheInstanceTheConfigNames(t *testing.T) {
 	testutil.NeedRoot(t)
-	if !apachetest.Available() {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s: needs apache2", t.Name())
-		}
-		t.Skipf("%s: needs apache2", t.Name())
-	}
+	testutil.NeedBinary(t, apachetest.Binary)
 	dir := testutil.ShortDir(t)
 	in := apachetest.Start(t, "")
 	cfg := writeConfig(t, dir, fmt.Sprintf("socket_dir = %q\ncontrol_socket = %q\napache {\n  config_file = %q\n}\n",

@@ -30,19 +30,6 @@ import (
 
 const deployApps = "testdata/deploy"
 
-// readinessProven says whether the backend package proves readiness by the
-// new process (issue [G] item 1, branch g1). Until it does, the old
-// process answers a replacement's probe, a broken restart "succeeds", and
-// the tests that deploy broken versions cannot pass.
-const readinessProven = true
-
-func needReadinessProof(t *testing.T) {
-	t.Helper()
-	if !readinessProven {
-		t.Skipf("%s: needs readiness proven by the new process (backend, branch g1)", t.Name())
-	}
-}
-
 // appDir copies the deploy apps to a directory www-data can read, so a test
 // can break and repair them in place.
 func appDir(t *testing.T, parent string) string {
@@ -144,7 +131,6 @@ var statusExitRe = regexp.MustCompile(`(status|code) \d+`)
 // process keeps serving, and no request fails through Apache; a good new
 // version then replaces the process.
 func TestBrokenDeployChangesNothing(t *testing.T) {
-	needReadinessProof(t)
 	for _, srv := range servers {
 		t.Run(srv.name, func(t *testing.T) {
 			h, app := deployHarness(t, srv, "")
@@ -225,7 +211,6 @@ func TestBrokenDeployChangesNothing(t *testing.T) {
 // A reload that changes a backend's environment to a version that cannot
 // start is refused fast; the old process keeps serving throughout.
 func TestReloadToBrokenVersionRejected(t *testing.T) {
-	needReadinessProof(t)
 	srv := servers[1] // uvicorn; asgi.py refuses to start with APP_BREAK set
 	h, app := deployHarness(t, srv, "")
 	before := h.waitStatus().Backends[0].PID
@@ -368,9 +353,7 @@ backend %q {
 // exits within 5 s, writes no Apache config and never sends READY=1.
 func TestStopDuringStartup(t *testing.T) {
 	testutil.NeedRoot(t)
-	if !apachetest.Available() {
-		t.Skipf("%s: needs apache2", t.Name())
-	}
+	testutil.NeedBinary(t, apachetest.Binary)
 	dir := testutil.ShortDir(t)
 	notifyPath := filepath.Join(dir, "notify")
 	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
