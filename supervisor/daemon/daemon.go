@@ -546,39 +546,17 @@ func (d *Daemon) summary() string {
 // fails as soon as the backend reports the new process failed, with the
 // backend's own reason, and the old process keeps serving.
 func (d *Daemon) Restart(ctx context.Context, name string) error {
-	if d.closing.Load() {
-		return errStopping
-	}
-	ctx, cancel := d.untilStop(ctx)
-	defer cancel()
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	if d.closing.Load() {
-		return errStopping
-	}
-	d.mu.Lock()
-	p, ok := d.procs[name]
-	var names []string
-	for n := range d.procs {
-		names = append(names, n)
-	}
-	d.mu.Unlock()
-	if !ok {
-		sort.Strings(names)
-		return fmt.Errorf("no backend named %q; configured: %s", name, strings.Join(names, ", "))
-	}
-	d.log.Info("restarting backend", "backend", name)
-	// The new process is probed on the path: a deleted one is put back
-	// first, as housekeeping would, which waits while we hold reloadMu.
-	for _, l := range d.listenersFor(p.cfg) {
-		if l != nil {
-			d.restorePath(name, l, map[string]string{})
+	err := d.backendCall(ctx, name, func(p *proc, ctx context.Context) error {
+		d.log.Info("restarting backend", "backend", name)
+		// The new process is probed on the path: a deleted one is put back
+		// first, as housekeeping would, which waits while we hold reloadMu.
+		for _, l := range d.listenersFor(p.cfg) {
+			if l != nil {
+				d.restorePath(name, l, map[string]string{})
+			}
 		}
-	}
-	err := p.p.Restart(ctx)
-	if err != nil && d.closing.Load() {
-		return fmt.Errorf("restart of %q abandoned: %w", name, errStopping)
-	}
+		return p.p.Restart(ctx)
+	})
 	// The backend's error names it, the failure and the old process's fate.
 	return idleNotice(name, err)
 }

@@ -35,8 +35,10 @@ func (d *Daemon) lookup(name string) (*proc, error) {
 	return nil, fmt.Errorf("no backend named %q; configured: %s", name, strings.Join(names, ", "))
 }
 
-// onDemandCall runs f on backend name under the reload lock, as Restart does.
-func (d *Daemon) onDemandCall(ctx context.Context, name string, f func(*backend.Backend, context.Context) error) error {
+// backendCall runs f on backend name under the reload lock, refused while
+// sockvisor stops and abandoned if it starts stopping meanwhile. Restart,
+// StartBackend and StopBackend go through it.
+func (d *Daemon) backendCall(ctx context.Context, name string, f func(*proc, context.Context) error) error {
 	if d.closing.Load() {
 		return errStopping
 	}
@@ -51,11 +53,16 @@ func (d *Daemon) onDemandCall(ctx context.Context, name string, f func(*backend.
 	if err != nil {
 		return err
 	}
-	err = f(p.p, ctx)
+	err = f(p, ctx)
 	if err != nil && d.closing.Load() {
 		return fmt.Errorf("request for %q abandoned: %w", name, errStopping)
 	}
 	return err
+}
+
+// onDemandCall is backendCall for a method of the backend's supervisor.
+func (d *Daemon) onDemandCall(ctx context.Context, name string, f func(*backend.Backend, context.Context) error) error {
+	return d.backendCall(ctx, name, func(p *proc, ctx context.Context) error { return f(p.p, ctx) })
 }
 
 // StartBackend starts an idle on-demand backend now and waits until it is
