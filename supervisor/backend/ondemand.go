@@ -119,7 +119,7 @@ func (b *Backend) goIdle(in *instance) {
 		o.finish(nil)
 	}
 	in.od.idleOps = nil
-	in.slot.discard()
+	in.slot.drain()
 	b.watch(in)
 }
 
@@ -365,18 +365,4 @@ func (st Status) Serving() bool {
 		}
 	}
 	return len(st.Instances) > 0
-}
-
-// discard closes a parked probe connection, if no prober holds the slot,
-// and leaves the slot usable: an idle socket must not stay readable
-// because of sockvisor's own probe, or the watch would wake at once.
-func (s probeSlot) discard() {
-	select {
-	case c := <-s:
-		if c != nil {
-			c.Close()
-		}
-		s <- nil
-	default:
-	}
 }

@@ -48,7 +48,10 @@ func newProbeSlot() probeSlot {
 	return s
 }
 
-// drain closes the parked connection once no prober is left (Run's end).
+// drain closes the parked probe connection, if no prober holds the slot,
+// and leaves the slot usable: at Run's end, and when an on-demand backend
+// goes idle (its socket must not stay readable because of sockvisor's own
+// probe, or the watch would wake at once).
 func (s probeSlot) drain() {
 	select {
 	case c := <-s:
