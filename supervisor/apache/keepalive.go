@@ -21,7 +21,7 @@ import "github.com/sockvisor/sockvisor/supervisor/config"
 // fcgi and uwsgi workers do not reuse connections unless asked to, so
 // they need nothing.
 func keepaliveLines(be *config.Backend) []string {
-	if be.Protocol != "http" || be.Proxy.Keepalive {
+	if be.Protocol != config.ProtocolHTTP || be.Proxy.Keepalive {
 		return nil
 	}
 	return []string{"SetEnv proxy-nokeepalive 1"}

@@ -11,13 +11,13 @@ import (
 // SCRIPT_NAME from the header and PATH_INFO to the request path after it,
 // and a request path that does not contain the header's value fails with
 // IndexError. Their requests therefore keep the mount in the path.
-var scriptNamePresets = map[string]bool{"gunicorn": true}
+var scriptNamePresets = map[config.Preset]bool{config.PresetGunicorn: true}
 
 // keepsPrefix reports whether be's requests keep the mount in their path
 // (and carry it in SCRIPT_NAME); every other backend sees the path below
 // its mount.
 func keepsPrefix(be *config.Backend) bool {
-	return be.Protocol == "http" && scriptNamePresets[be.Preset] && be.Mount != "/"
+	return be.Protocol == config.ProtocolHTTP && scriptNamePresets[be.Preset] && be.Mount != "/"
 }
 
 // prefixHeaders are the RequestHeader lines that tell an http backend the

@@ -384,7 +384,7 @@ func mountPath(mount string) string {
 
 func describe(be *config.Backend) string {
 	n := len(be.Sockets)
-	what := be.Protocol
+	what := string(be.Protocol)
 	if be.Websocket {
 		what += " with WebSocket"
 	}
@@ -484,24 +484,24 @@ func proxyTarget(be *config.Backend) (string, []string) {
 	// mod_proxy_fcgi puts the URL path into SCRIPT_FILENAME, which PHP-FPM
 	// resolves: the document root goes between the host and the path.
 	path := ""
-	if be.Protocol == "fcgi" {
+	if be.Protocol == config.ProtocolFCGI {
 		path = strings.TrimSuffix(be.DocumentRoot, "/")
 	}
 	if keepsPrefix(be) {
 		path = strings.TrimSuffix(be.Mount, "/")
 	}
-	scheme := be.Protocol
+	scheme := string(be.Protocol)
 	host := Host(be.Name)
 	if len(be.Sockets) == 1 {
 		url := scheme + "://" + host + path + slash
 		var rev []string
-		if be.Protocol == "http" {
+		if be.Protocol == config.ProtocolHTTP {
 			rev = []string{url}
 		}
 		return "unix:" + be.Sockets[0].Path + "|" + url, rev
 	}
 	var rev []string
-	if be.Protocol == "http" {
+	if be.Protocol == config.ProtocolHTTP {
 		for _, s := range be.Sockets {
 			rev = append(rev, "http://"+InstanceHost(be.Name, s.Instance)+path+slash)
 		}
@@ -522,7 +522,7 @@ func renderWorkers(p func(string, ...any), be *config.Backend) {
 		// path to the member URL, and "/" would double it.
 		p("<Proxy %q>", "balancer://"+Host(be.Name))
 		for _, s := range be.Sockets {
-			p("    BalancerMember %q%s", "unix:"+s.Path+"|"+be.Protocol+"://"+InstanceHost(be.Name, s.Instance), params)
+			p("    BalancerMember %q%s", "unix:"+s.Path+"|"+string(be.Protocol)+"://"+InstanceHost(be.Name, s.Instance), params)
 		}
 		for _, l := range settings {
 			p("    %s", l)
@@ -546,7 +546,7 @@ func renderWorkers(p func(string, ...any), be *config.Backend) {
 	}
 	// ProxyPreserveHost and RequestHeader are per directory; a <Proxy>
 	// section on the backend's own host scopes them to this backend alone.
-	url := be.Protocol + "://" + Host(be.Name) + "/"
+	url := string(be.Protocol) + "://" + Host(be.Name) + "/"
 	p("<Proxy %q>", url)
 	for _, l := range settings {
 		p("    %s", l)
@@ -557,7 +557,7 @@ func renderWorkers(p func(string, ...any), be *config.Backend) {
 // proxySettings lists the directives that apply to every request Apache
 // proxies to be, rendered inside the backend's <Proxy> section.
 func proxySettings(be *config.Backend) []string {
-	if be.Protocol != "http" {
+	if be.Protocol != config.ProtocolHTTP {
 		// ProxyPreserveHost matters only to mod_proxy_http; fcgi and
 		// uwsgi pass the client's Host header as HTTP_HOST anyway, and the
 		// scheme as REQUEST_SCHEME and HTTPS.
@@ -592,7 +592,7 @@ func renderStaticDir(p func(string, ...any), be *config.Backend, dir string) {
 	p("    Options FollowSymLinks")
 	p("    AllowOverride None")
 	p("    Require all granted")
-	if be.Protocol == "fcgi" {
+	if be.Protocol == config.ProtocolFCGI {
 		// An alias is never executed: PHP source there stays private.
 		p("    <FilesMatch %s>", quote(`\.(?i:php[3-8]?|phtml|phar|phps)$`))
 		p("        Require all denied")
@@ -743,7 +743,7 @@ func RequiredModules(cfg *config.Config) []string {
 		}
 		sites[be.Site] = true
 		set["proxy"] = true
-		set["proxy_"+be.Protocol] = true
+		set["proxy_"+string(be.Protocol)] = true
 		for _, m := range keepaliveModules(be) {
 			set[m] = true
 		}
@@ -752,7 +752,7 @@ func RequiredModules(cfg *config.Config) []string {
 			set["lbmethod_byrequests"] = true // the default lbmethod
 			set["slotmem_shm"] = true         // balancers keep their state in it
 		}
-		if be.Protocol == "http" {
+		if be.Protocol == config.ProtocolHTTP {
 			set["headers"] = true // RequestHeader: X-Forwarded-Proto and the prefix
 		}
 		if len(be.Aliases) > 0 || be.Docroot() {

@@ -352,7 +352,7 @@ func New(b *config.Backend, socks []Socket, opts Options) *Backend {
 	}
 	for i, s := range b.Sockets {
 		in := &instance{idx: i, spec: s, path: s.Path, state: StateStopped, slot: newProbeSlot()}
-		if b.Handoff != "self" {
+		if b.Handoff != config.HandoffSelf {
 			if i < len(socks) && !isNil(socks[i]) {
 				in.sock = socks[i]
 				in.path = socks[i].Path()
@@ -601,7 +601,7 @@ func (b *Backend) handle(ev event) {
 	case evBackoff:
 		in := ev.in
 		if ev.gen == in.backoff && in.cur == nil && in.next == nil && !b.stopping {
-			if b.cfg.Handoff == "self" && b.hasLive(in) {
+			if b.cfg.Handoff == config.HandoffSelf && b.hasLive(in) {
 				in.spawnWhenGone = true
 			} else {
 				b.spawn(in)
@@ -947,7 +947,7 @@ func (b *Backend) replace(in *instance) {
 		b.spawn(in)
 	case !in.cur.ready:
 		// Still starting: its readiness answers the call.
-	case b.cfg.Handoff == "self":
+	case b.cfg.Handoff == config.HandoffSelf:
 		// Two processes cannot bind one path: stop, then start.
 		old := in.cur
 		in.cur = nil

@@ -34,13 +34,13 @@ type serverFlags struct {
 	env func(c *cmdContext)
 }
 
-var servers = map[string]serverFlags{
-	"gunicorn": {listenEnv: true, notifies: true, args: gunicornArgs},
-	"uwsgi":    {notifies: true, args: uwsgiArgs, fcgiRequestProbe: true, stopMain: true},
-	"php-fpm":  {notifies: true, args: fpmArgs},
-	"uvicorn":  {args: uvicornArgs, env: uvicornEnv},
-	"puma":     {listenEnv: true, args: pumaArgs, env: pumaEnv},
-	"generic":  {listenEnv: true},
+var servers = map[config.Preset]serverFlags{
+	config.PresetGunicorn: {listenEnv: true, notifies: true, args: gunicornArgs},
+	config.PresetUWSGI:    {notifies: true, args: uwsgiArgs, fcgiRequestProbe: true, stopMain: true},
+	config.PresetPHPFPM:   {notifies: true, args: fpmArgs},
+	config.PresetUvicorn:  {args: uvicornArgs, env: uvicornEnv},
+	config.PresetPuma:     {listenEnv: true, args: pumaArgs, env: pumaEnv},
+	config.PresetGeneric:  {listenEnv: true},
 }
 
 // cmdContext is what the flag builders may look at.
@@ -76,14 +76,14 @@ func hasFlag(argv []string, names ...string) bool {
 }
 
 func gunicornArgs(c *cmdContext) ([]string, error) {
-	if c.b.Handoff == "self" && !hasFlag(c.b.Command[1:], "--bind", "-b") {
+	if c.b.Handoff == config.HandoffSelf && !hasFlag(c.b.Command[1:], "--bind", "-b") {
 		return []string{"--bind", "unix:" + c.path}, nil
 	}
 	return nil, nil
 }
 
 // uwsgiSocketFlag maps protocol to uWSGI's socket option.
-var uwsgiSocketFlag = map[string]string{"http": "--http-socket", "uwsgi": "--socket", "fcgi": "--fastcgi-socket"}
+var uwsgiSocketFlag = map[config.Protocol]string{config.ProtocolHTTP: "--http-socket", config.ProtocolUWSGI: "--socket", config.ProtocolFCGI: "--fastcgi-socket"}
 
 func uwsgiArgs(c *cmdContext) ([]string, error) {
 	user := c.b.Command[1:]
@@ -111,9 +111,9 @@ func uwsgiArgs(c *cmdContext) ([]string, error) {
 	}
 	flag := uwsgiSocketFlag[c.b.Protocol]
 	switch c.b.Handoff {
-	case "listen-fds", "stdin":
+	case config.HandoffListenFDs, config.HandoffStdin:
 		out = append(out, flag, fmt.Sprintf("fd://%d", c.fd))
-	case "self":
+	case config.HandoffSelf:
 		out = append(out, flag, c.path)
 	}
 	return out, nil
@@ -135,13 +135,13 @@ func fpmArgs(c *cmdContext) ([]string, error) {
 		// The user's pool must listen on the socket path itself; PHP-FPM
 		// then adopts fd 3 but unlinks the path at exit, which the
 		// supervisor restores (EnsurePath).
-		if c.b.Handoff == "fpm" {
+		if c.b.Handoff == config.HandoffFPM {
 			c.env["FPM_SOCKETS"] = fmt.Sprintf("%s=%d", c.path, c.fd)
 		}
 		return out, nil
 	}
 	listen := c.path
-	if c.b.Handoff == "fpm" {
+	if c.b.Handoff == config.HandoffFPM {
 		// The alias trick: the pool listens on a name that never exists,
 		// FPM_SOCKETS maps it to the inherited fd, so PHP-FPM never
 		// probes, chmods or unlinks the real socket path.
@@ -185,10 +185,10 @@ func buildCommand(b *config.Backend, instance int, path, stateDir string) (comma
 	srv := servers[b.Preset]
 	c := &cmdContext{b: b, instance: instance, fd: 3, path: path, stateDir: stateDir,
 		files: map[string]string{}, env: map[string]string{}}
-	if b.Handoff == "stdin" {
+	if b.Handoff == config.HandoffStdin {
 		c.fd = 0
 	}
-	if b.Handoff == "self" {
+	if b.Handoff == config.HandoffSelf {
 		c.env["SOCKVISOR_SOCKET"] = path
 	}
 	argv := slices.Clone(b.Command)
@@ -202,7 +202,7 @@ func buildCommand(b *config.Backend, instance int, path, stateDir string) (comma
 	if srv.env != nil {
 		srv.env(c)
 	}
-	return command{argv: argv, env: c.env, files: c.files, listenEnv: srv.listenEnv && b.Handoff == "listen-fds"}, nil
+	return command{argv: argv, env: c.env, files: c.files, listenEnv: srv.listenEnv && b.Handoff == config.HandoffListenFDs}, nil
 }
 
 // mountPrefix is the mount as an application's script name or root path:
@@ -223,12 +223,12 @@ func uvicornArgs(c *cmdContext) ([]string, error) {
 	user := c.b.Command[1:]
 	var out []string
 	switch c.b.Handoff {
-	case "listen-fds":
+	case config.HandoffListenFDs:
 		if hasFlag(user, "--fd", "--uds", "--host", "--port") {
 			return nil, fmt.Errorf("backend %q: uvicorn's command sets --fd, --uds, --host or --port, but sockvisor passes the socket itself (--fd %d); remove that flag", c.b.Name, c.fd)
 		}
 		out = append(out, "--fd", fmt.Sprint(c.fd))
-	case "self":
+	case config.HandoffSelf:
 		if hasFlag(user, "--fd", "--uds", "--host", "--port") {
 			return nil, fmt.Errorf("backend %q: uvicorn's command sets --fd, --uds, --host or --port, but sockvisor adds --uds %s itself; remove that flag", c.b.Name, c.path)
 		}
@@ -355,12 +355,12 @@ _sockvisor_patch()
 func pumaArgs(c *cmdContext) ([]string, error) {
 	user := c.b.Command[1:]
 	switch c.b.Handoff {
-	case "listen-fds":
+	case config.HandoffListenFDs:
 		if hasFlag(user, "--bind-to-activated-sockets") {
 			return nil, nil
 		}
 		return []string{"--bind-to-activated-sockets", "only"}, nil
-	case "self":
+	case config.HandoffSelf:
 		if hasFlag(user, "--bind", "-b") {
 			return nil, fmt.Errorf("backend %q: puma's command sets --bind, but sockvisor binds unix://%s itself; remove that flag", c.b.Name, c.path)
 		}

@@ -177,7 +177,7 @@ func TestPresetRefusesOwnListener(t *testing.T) {
 		{Name: "p", Preset: "puma", Handoff: "self", Protocol: "http", Command: []string{"puma", "-b", "tcp://0.0.0.0:9292"}},
 	} {
 		_, err := buildCommand(&b, 0, "/run/sv/a.sock", "/run/st/app")
-		if err == nil || !strings.Contains(err.Error(), "backend \""+b.Name+"\"") || !strings.Contains(err.Error(), b.Handoff) && !strings.Contains(err.Error(), "remove that flag") {
+		if err == nil || !strings.Contains(err.Error(), "backend \""+b.Name+"\"") || !strings.Contains(err.Error(), string(b.Handoff)) && !strings.Contains(err.Error(), "remove that flag") {
 			t.Errorf("%s %q: %v; want an error saying what to remove", b.Preset, b.Command, err)
 		}
 	}

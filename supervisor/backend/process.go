@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockvisor/sockvisor/internal/procfs"
+	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/shim"
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
@@ -74,7 +75,7 @@ func (b *Backend) startProcess(in *instance) (*proc, error) {
 			return nil, err
 		}
 	}
-	if b.cfg.Handoff == "self" {
+	if b.cfg.Handoff == config.HandoffSelf {
 		if err := sockets.ClearStale(in.path, b.log); err != nil {
 			return nil, err
 		}
@@ -136,9 +137,9 @@ func (b *Backend) startProcess(in *instance) (*proc, error) {
 		}
 	}
 	switch b.cfg.Handoff {
-	case "stdin":
+	case config.HandoffStdin:
 		files[0] = in.sock.File()
-	case "listen-fds", "fpm":
+	case config.HandoffListenFDs, config.HandoffFPM:
 		files = append(files, in.sock.File())
 		if cmd.listenEnv {
 			spec.ListenFDs = 1
@@ -183,7 +184,7 @@ func (b *Backend) startProcess(in *instance) (*proc, error) {
 // Listener.Close hung until SIGKILL). So while such a process is alive, the
 // new one (which sets its own mode) gets the socket as it is.
 func (b *Backend) resetBlocking(in *instance) bool {
-	return b.cfg.Handoff == "fpm" || b.cfg.Handoff == "stdin" || !b.hasLive(in)
+	return b.cfg.Handoff == config.HandoffFPM || b.cfg.Handoff == config.HandoffStdin || !b.hasLive(in)
 }
 
 // withFDs calls f with the raw fds of files, holding each file's fd open

@@ -91,7 +91,7 @@ func (b *Backend) readiness(ctx context.Context, p *proc, path string, spec conf
 }
 
 func (b *Backend) awaitReady(ctx context.Context, pr *prober, spec config.Socket, deadline time.Time) error {
-	if b.cfg.Handoff == "self" {
+	if b.cfg.Handoff == config.HandoffSelf {
 		if err := b.awaitSocket(ctx, pr.path, deadline); err != nil {
 			return err
 		}
@@ -327,9 +327,9 @@ func generation(pid int) []int {
 func (b *Backend) exchange(ctx context.Context, conn net.Conn) error {
 	var err error
 	switch b.cfg.Protocol {
-	case "uwsgi":
+	case config.ProtocolUWSGI:
 		_, err = probe.UWSGIOn(ctx, conn, b.cfg.Ready.Path)
-	case "fcgi":
+	case config.ProtocolFCGI:
 		if b.srv.fcgiRequestProbe {
 			_, _, err = probe.FastCGIRequestOn(ctx, conn, b.cfg.Ready.Path, nil)
 		} else {

@@ -102,7 +102,7 @@ func checkNotes(cfg *config.Config) []string {
 		if b.FCGIProxyAll {
 			notes = append(notes, fmt.Sprintf("warning: backend %q has fcgi_proxy_all = true: every request under %s goes to FastCGI, past Apache's <Directory> and .htaccess rules (a denied directory's .php files run); remove it so Apache serves document_root and runs only existing .php files", b.Name, b.Mount))
 		}
-		if b.Handoff == "self" {
+		if b.Handoff == config.HandoffSelf {
 			notes = append(notes, fmt.Sprintf("note: backend %q binds its own socket (handoff = \"self\"): requests can fail while it restarts; use a handoff that inherits the socket to avoid that", b.Name))
 		}
 		notes = append(notes, accessNotes(b)...)
@@ -149,17 +149,17 @@ type checkProblem struct {
 }
 
 type checkSocket struct {
-	Backend  string `json:"backend"`
-	Instance int    `json:"instance"`
-	Path     string `json:"path"`
-	Bytes    int    `json:"bytes"`
-	Owner    string `json:"owner"`
-	Group    string `json:"group"`
-	Mode     string `json:"mode"`
-	Label    string `json:"label"` // "-" where SELinux is disabled
-	Handoff  string `json:"handoff"`
-	Protocol string `json:"protocol"`
-	Mount    string `json:"mount"` // "" when Apache does not proxy to it
+	Backend  string          `json:"backend"`
+	Instance int             `json:"instance"`
+	Path     string          `json:"path"`
+	Bytes    int             `json:"bytes"`
+	Owner    string          `json:"owner"`
+	Group    string          `json:"group"`
+	Mode     string          `json:"mode"`
+	Label    string          `json:"label"` // "-" where SELinux is disabled
+	Handoff  config.Handoff  `json:"handoff"`
+	Protocol config.Protocol `json:"protocol"`
+	Mount    string          `json:"mount"` // "" when Apache does not proxy to it
 }
 
 type checkSite struct {

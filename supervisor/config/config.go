@@ -91,12 +91,12 @@ type Apache struct {
 // Backend is one supervised application server.
 type Backend struct {
 	Name     string
-	Preset   string // gunicorn | uwsgi | php-fpm | uvicorn | puma | generic
+	Preset   Preset
 	Command  []string
-	Protocol string // http | fcgi | uwsgi
+	Protocol Protocol
 	// Websocket makes Apache forward Upgrade: websocket (protocol http only).
 	Websocket bool
-	Handoff   string // listen-fds | fpm | stdin | self
+	Handoff   Handoff
 	// SocketMode is the mode of every socket file of this backend.
 	SocketMode Mode
 	// Mount is the URL path Apache forwards; "" means no Apache config.

@@ -25,7 +25,7 @@ func (v *validator) startMode(b *Backend, fb *fileBackend) {
 	key := "backend." + b.Name
 	b.Start = str(fb.Start, StartEager)
 	v.oneOf(key+".start", b.Start, StartEager, StartOnDemand)
-	if b.OnDemand() && b.Handoff == "self" {
+	if b.OnDemand() && b.Handoff == HandoffSelf {
 		v.at(key+".start", "start = %q needs a socket sockvisor holds, but backend %q binds its own (handoff = \"self\"); use a handoff that inherits the socket or start = %q", StartOnDemand, b.Name, StartEager)
 	}
 	if fb.IdleTimeout == nil {

@@ -72,7 +72,7 @@ func (c *Config) Site(name string) *Site {
 // hands only existing .php files to PHP-FPM: protocol fcgi with a mount and
 // a document_root, unless fcgi_proxy_all is set.
 func (b *Backend) Docroot() bool {
-	return b.Protocol == "fcgi" && b.Mount != "" && b.DocumentRoot != "" && !b.FCGIProxyAll
+	return b.Protocol == ProtocolFCGI && b.Mount != "" && b.DocumentRoot != "" && !b.FCGIProxyAll
 }
 
 // DefaultFPMMaxChildren is pm.max_children when the fpm block leaves it
@@ -303,7 +303,7 @@ func (v *validator) web(c *Config, b *Backend, fb *fileBackend) {
 		v.at(key+".site", "backend %q has a site but no mount; set mount, or remove site", b.Name)
 	}
 
-	docroot := b.Protocol == "fcgi" && b.Mount != "" && b.DocumentRoot != ""
+	docroot := b.Protocol == ProtocolFCGI && b.Mount != "" && b.DocumentRoot != ""
 	if fb.FCGIProxyAll != nil {
 		b.FCGIProxyAll = *fb.FCGIProxyAll
 		if !docroot {
@@ -383,11 +383,11 @@ func (v *validator) web(c *Config, b *Backend, fb *fileBackend) {
 	})
 
 	if fb.FPM != nil {
-		if b.Preset != "php-fpm" {
+		if b.Preset != PresetPHPFPM {
 			v.at(key+".fpm", "the fpm block applies only to preset \"php-fpm\"; remove it")
 		}
 	}
-	if b.Preset == "php-fpm" {
+	if b.Preset == PresetPHPFPM {
 		ff := fb.FPM
 		if ff == nil {
 			ff = &fileFPM{}

@@ -7,6 +7,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,31 +17,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Preset is what a preset fills in when the backend leaves a key unset.
-type Preset struct {
-	Protocols []string // allowed protocols; the first is the default
-	Handoff   string
+// PresetDefaults is what a preset fills in when the backend leaves a key unset.
+type PresetDefaults struct {
+	Protocols []Protocol // allowed protocols; the first is the default
+	Handoff   Handoff
 	// Handoffs lists the handoffs the server can take; nil means any.
-	Handoffs     []string
+	Handoffs     []Handoff
 	StopSignal   syscall.Signal
 	ReloadSignal syscall.Signal // 0 means "replace"
 }
 
 // Presets lists every preset by name. The backend package adds each server's
 // command-line flags; this table holds only what the config reports.
-var Presets = map[string]Preset{
-	"gunicorn": {Protocols: []string{"http"}, Handoff: "listen-fds", StopSignal: syscall.SIGTERM, ReloadSignal: syscall.SIGHUP},
+var Presets = map[Preset]PresetDefaults{
+	PresetGunicorn: {Protocols: []Protocol{ProtocolHTTP}, Handoff: HandoffListenFDs, StopSignal: syscall.SIGTERM, ReloadSignal: syscall.SIGHUP},
 	// uWSGI treats TERM as a brutal reload unless --die-on-term, which the preset adds.
-	"uwsgi":   {Protocols: []string{"uwsgi", "http", "fcgi"}, Handoff: "listen-fds", StopSignal: syscall.SIGTERM, ReloadSignal: syscall.SIGHUP},
-	"php-fpm": {Protocols: []string{"fcgi"}, Handoff: "fpm", StopSignal: syscall.SIGQUIT, ReloadSignal: syscall.SIGUSR2},
-	"generic": {Protocols: []string{"http", "fcgi", "uwsgi"}, Handoff: "listen-fds", StopSignal: syscall.SIGTERM},
+	PresetUWSGI:   {Protocols: []Protocol{ProtocolUWSGI, ProtocolHTTP, ProtocolFCGI}, Handoff: HandoffListenFDs, StopSignal: syscall.SIGTERM, ReloadSignal: syscall.SIGHUP},
+	PresetPHPFPM:  {Protocols: []Protocol{ProtocolFCGI}, Handoff: HandoffFPM, StopSignal: syscall.SIGQUIT, ReloadSignal: syscall.SIGUSR2},
+	PresetGeneric: {Protocols: []Protocol{ProtocolHTTP, ProtocolFCGI, ProtocolUWSGI}, Handoff: HandoffListenFDs, StopSignal: syscall.SIGTERM},
 	// uvicorn 0.17 takes the socket as --fd 3 and has no reload signal
 	// (HUP kills a single process), so a reload replaces the process.
-	"uvicorn": {Protocols: []string{"http"}, Handoff: "listen-fds", Handoffs: []string{"listen-fds", "self"}, StopSignal: syscall.SIGTERM},
+	PresetUvicorn: {Protocols: []Protocol{ProtocolHTTP}, Handoff: HandoffListenFDs, Handoffs: []Handoff{HandoffListenFDs, HandoffSelf}, StopSignal: syscall.SIGTERM},
 	// Puma 5.6 adopts the socket through LISTEN_FDS. Its USR2 re-exec
 	// would keep the pid, but replacing the process is what a restart
 	// under load was measured with (0 failed).
-	"puma": {Protocols: []string{"http"}, Handoff: "listen-fds", Handoffs: []string{"listen-fds", "self"}, StopSignal: syscall.SIGTERM},
+	PresetPuma: {Protocols: []Protocol{ProtocolHTTP}, Handoff: HandoffListenFDs, Handoffs: []Handoff{HandoffListenFDs, HandoffSelf}, StopSignal: syscall.SIGTERM},
 }
 
 var (
@@ -82,11 +83,11 @@ func (v *validator) at(key, format string, args ...any) {
 	v.problems = append(v.problems, Problem{Pos: pos, Msg: fmt.Sprintf(format, args...)})
 }
 
-func str(p *string, def string) string {
+func str[T ~string](p *string, def T) T {
 	if p == nil {
 		return def
 	}
-	return *p
+	return T(*p)
 }
 
 func (v *validator) build(fc *fileConfig) *Config {
@@ -192,7 +193,7 @@ func (v *validator) build(fc *fileConfig) *Config {
 			}
 			seenMount[m] = b.Name
 		}
-		if b.Handoff == "self" && !canCreateIn(c, b) {
+		if b.Handoff == HandoffSelf && !canCreateIn(c, b) {
 			v.at(key+".handoff", "backend %q binds its own socket (handoff = \"self\") but user %q cannot create files in socket_dir (%s %s:%s); set socket_dir_mode = \"2770\" with the user in group %s, or use an inherited handoff", b.Name, b.User, c.SocketDirMode, c.SocketOwner, c.SocketGroup, c.SocketGroup)
 		}
 		c.Backends = append(c.Backends, b)
@@ -226,7 +227,7 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 	b := &Backend{
 		Name:         fb.Name,
 		Pos:          stripCol(v.pos[key]),
-		Preset:       str(fb.Preset, "generic"),
+		Preset:       str(fb.Preset, PresetGeneric),
 		Command:      fb.Command,
 		Websocket:    fb.Websocket != nil && *fb.Websocket,
 		Mount:        str(fb.Mount, "/"),
@@ -250,15 +251,15 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 		return nil
 	}
 	b.Protocol = str(fb.Protocol, preset.Protocols[0])
-	if !contains(preset.Protocols, b.Protocol) {
-		v.at(key+".protocol", "protocol %q does not work with preset %q; use %s", b.Protocol, b.Preset, strings.Join(preset.Protocols, " or "))
+	if !slices.Contains(preset.Protocols, b.Protocol) {
+		v.at(key+".protocol", "protocol %q does not work with preset %q; use %s", b.Protocol, b.Preset, joinNames(preset.Protocols, " or "))
 	}
 	b.Handoff = str(fb.Handoff, preset.Handoff)
-	v.oneOf(key+".handoff", b.Handoff, "listen-fds", "fpm", "stdin", "self")
-	if preset.Handoffs != nil && contains([]string{"listen-fds", "fpm", "stdin", "self"}, b.Handoff) && !contains(preset.Handoffs, b.Handoff) {
-		v.at(key+".handoff", "handoff %q does not work with preset %q; use %s", b.Handoff, b.Preset, strings.Join(preset.Handoffs, " or "))
+	v.oneOf(key+".handoff", string(b.Handoff), names(Handoffs)...)
+	if preset.Handoffs != nil && slices.Contains(Handoffs, b.Handoff) && !slices.Contains(preset.Handoffs, b.Handoff) {
+		v.at(key+".handoff", "handoff %q does not work with preset %q; use %s", b.Handoff, b.Preset, joinNames(preset.Handoffs, " or "))
 	}
-	if b.Websocket && b.Protocol != "http" {
+	if b.Websocket && b.Protocol != ProtocolHTTP {
 		v.at(key+".websocket", "websocket = true needs protocol \"http\", not %q", b.Protocol)
 	}
 
@@ -286,7 +287,7 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 	if b.Directory != "" {
 		v.absPath(key+".directory", b.Directory)
 	}
-	if b.Protocol == "fcgi" && b.Mount != "" {
+	if b.Protocol == ProtocolFCGI && b.Mount != "" {
 		if b.DocumentRoot == "" {
 			v.at(key, "backend %q speaks fcgi at mount %q but has no document_root; set document_root to the directory holding its scripts, e.g. \"/var/www/html\"", b.Name, b.Mount)
 		} else {
@@ -547,8 +548,19 @@ func contains(list []string, s string) bool {
 func presetNames() []string {
 	var out []string
 	for n := range Presets {
-		out = append(out, n)
+		out = append(out, string(n))
 	}
 	sort.Strings(out)
 	return out
 }
+
+// names spells a list of typed names as strings.
+func names[T ~string](list []T) []string {
+	out := make([]string, len(list))
+	for i, n := range list {
+		out[i] = string(n)
+	}
+	return out
+}
+
+func joinNames[T ~string](list []T, sep string) string { return strings.Join(names(list), sep) }

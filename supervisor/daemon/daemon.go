@@ -340,7 +340,7 @@ func (d *Daemon) provisionSockets(ctx context.Context, cfg *config.Config, specs
 func inherited(cfg *config.Config) []config.Socket {
 	var out []config.Socket
 	for _, b := range cfg.Backends {
-		if b.Handoff != "self" {
+		if b.Handoff != config.HandoffSelf {
 			out = append(out, b.Sockets...)
 		}
 	}
@@ -376,7 +376,7 @@ func (d *Daemon) backendSockets(b *config.Backend) []backend.Socket {
 		switch {
 		case l == nil:
 			out = append(out, nil)
-		case holder[s.Name] != nil && b.Handoff == "listen-fds":
+		case holder[s.Name] != nil && b.Handoff == config.HandoffListenFDs:
 			// fpm and stdin servers need blocking mode and never change it.
 			out = append(out, sharedSocket{l, holder[s.Name].done})
 		default:

@@ -33,9 +33,9 @@ func HandoffChanges(cfg *config.Config, stateDir string) []string {
 		inheritedNow := held[b.Sockets[0].Name]
 		var from string
 		switch {
-		case b.Handoff == "self" && inheritedNow:
+		case b.Handoff == config.HandoffSelf && inheritedNow:
 			from = "an inherited socket"
-		case b.Handoff != "self" && !inheritedNow:
+		case b.Handoff != config.HandoffSelf && !inheritedNow:
 			from = `handoff = "self"`
 		default:
 			continue

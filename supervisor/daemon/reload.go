@@ -186,7 +186,7 @@ func handoffChanges(old, next *config.Config) error {
 	var errs []error
 	for _, b := range next.Backends {
 		ob := old.Backend(b.Name)
-		if ob == nil || (ob.Handoff == "self") == (b.Handoff == "self") {
+		if ob == nil || (ob.Handoff == config.HandoffSelf) == (b.Handoff == config.HandoffSelf) {
 			continue
 		}
 		errs = append(errs, fmt.Errorf("config not reloaded: backend %q changes handoff from %q to %q, which a reload cannot do without a moment in which nothing listens on its socket; give the backend a new name and socket file (it then gets a socket of its own and Apache moves over without a gap), or restart sockvisor", b.Name, ob.Handoff, b.Handoff))

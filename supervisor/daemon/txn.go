@@ -160,7 +160,7 @@ func (t *txn) build(ctx context.Context, stored map[string]*os.File) error {
 // process, which must stop before its successor can bind the path.
 func (t *txn) selfReplacement(name string) bool {
 	ob := t.old.Backend(name)
-	return ob != nil && ob.Handoff == "self" && t.next.Backend(name).Handoff == "self"
+	return ob != nil && ob.Handoff == config.HandoffSelf && t.next.Backend(name).Handoff == config.HandoffSelf
 }
 
 // prove waits for the new processes. Self-binding replacements go last,

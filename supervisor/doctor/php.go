@@ -62,7 +62,7 @@ func (d *doc) phpBackends() []*config.Backend {
 	var out []*config.Backend
 	if c := d.opts.Sockvisor; c != nil {
 		for _, b := range c.Backends {
-			if b.Protocol == "fcgi" || b.Preset == "php-fpm" {
+			if b.Protocol == config.ProtocolFCGI || b.Preset == config.PresetPHPFPM {
 				out = append(out, b)
 			}
 		}
