@@ -107,13 +107,8 @@ func newFlagSet(name string, c *command) *flag.FlagSet {
 	return fs
 }
 
-func printUsage(w io.Writer) {
-	fmt.Fprintf(w, `sockvisor %s: supervises app servers behind Apache over Unix domain sockets.
-
-Usage: sockvisor COMMAND [flags] [args]
-
-Commands:
-`, Version)
+// visibleCommands lists the commands --help and the man page show, sorted.
+func visibleCommands() []string {
 	var names []string
 	for n, c := range commands {
 		if !c.hidden {
@@ -121,7 +116,17 @@ Commands:
 		}
 	}
 	sort.Strings(names)
-	for _, n := range names {
+	return names
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintf(w, `sockvisor %s: supervises app servers behind Apache over Unix domain sockets.
+
+Usage: sockvisor COMMAND [flags] [args]
+
+Commands:
+`, Version)
+	for _, n := range visibleCommands() {
 		fmt.Fprintf(w, "  %-14s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintf(w, `

@@ -246,19 +246,9 @@ func writeStatus(e *env, st *daemon.StatusReport) {
 }
 
 func runRestart(e *env, fs *flag.FlagSet, args []string) (int, error) {
-	if len(args) != 1 {
-		return ExitFailure, usageErr("needs exactly one BACKEND name")
-	}
-	c, code, err := client(fs)
+	msg, code, err := callBackend(fs, args, (*control.Client).RestartMessage)
 	if err != nil {
 		return code, err
-	}
-	// A restart waits for the new process to be ready.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	msg, err := c.RestartMessage(ctx, args[0])
-	if err != nil {
-		return callExit(err), err
 	}
 	if msg != "" {
 		fmt.Fprintln(e.stdout, msg) // nothing to do: an idle on-demand backend
@@ -266,6 +256,26 @@ func runRestart(e *env, fs *flag.FlagSet, args []string) (int, error) {
 	}
 	fmt.Fprintf(e.stdout, "restarted %s\n", args[0])
 	return ExitOK, nil
+}
+
+// callBackend makes one control call on the single BACKEND argument. It
+// waits up to 10 minutes, since a start or restart waits for the new
+// process to be ready.
+func callBackend(fs *flag.FlagSet, args []string, call func(*control.Client, context.Context, string) (string, error)) (string, int, error) {
+	if len(args) != 1 {
+		return "", ExitFailure, usageErr("needs exactly one BACKEND name")
+	}
+	c, code, err := client(fs)
+	if err != nil {
+		return "", code, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	msg, err := call(c, ctx, args[0])
+	if err != nil {
+		return "", callExit(err), err
+	}
+	return msg, ExitOK, nil
 }
 
 func runReload(e *env, fs *flag.FlagSet, args []string) (int, error) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -53,14 +52,7 @@ the owner, group, mode and SELinux label Apache needs, sweeps stale sockets,
 starts the backends handing them the already-listening socket so restarts never
 refuse a request, and renders, tests and reloads Apache's proxy config.`))
 	fmt.Fprintf(w, ".SH COMMANDS\n")
-	var names []string
-	for n, c := range commands {
-		if !c.hidden {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range visibleCommands() {
 		c := commands[n]
 		fmt.Fprintf(w, ".TP\n.B sockvisor %s\\fR%s\n%s\n", esc(n), esc(c.usage), esc(c.summary))
 		if c.help != "" {

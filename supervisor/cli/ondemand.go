@@ -1,12 +1,12 @@
 package cli
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"time"
 
 	"github.com/sockvisor/sockvisor/supervisor/backend"
+	"github.com/sockvisor/sockvisor/supervisor/control"
 	"github.com/sockvisor/sockvisor/supervisor/daemon"
 )
 
@@ -36,23 +36,14 @@ backend is refused: remove it from the config and reload to stop it.`,
 }
 
 func runStartStop(start bool) func(e *env, fs *flag.FlagSet, args []string) (int, error) {
+	call := (*control.Client).Stop
+	if start {
+		call = (*control.Client).Start
+	}
 	return func(e *env, fs *flag.FlagSet, args []string) (int, error) {
-		if len(args) != 1 {
-			return ExitFailure, usageErr("needs exactly one BACKEND name")
-		}
-		c, code, err := client(fs)
+		msg, code, err := callBackend(fs, args, call)
 		if err != nil {
 			return code, err
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		call := c.Stop
-		if start {
-			call = c.Start
-		}
-		msg, err := call(ctx, args[0])
-		if err != nil {
-			return callExit(err), err
 		}
 		fmt.Fprintln(e.stdout, msg)
 		return ExitOK, nil

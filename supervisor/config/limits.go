@@ -203,20 +203,17 @@ func scanLimits(src []byte, lim limits) (int, int) {
 		f := top()
 		switch f.kind {
 		case frameString:
+			if found, deep := stringTemplate(src, &i, &stack, &depth, push); deep {
+				return i, tooDeep
+			} else if found {
+				continue
+			}
 			switch {
 			case c == '\\':
 				i += 2
 				continue
 			case c == '"':
 				pop()
-			case (c == '$' || c == '%') && i+1 < len(src) && src[i+1] == c && i+2 < len(src) && src[i+2] == '{':
-				i += 3 // $${ and %%{ are literal
-				continue
-			case (c == '$' || c == '%') && i+1 < len(src) && src[i+1] == '{':
-				if templateSeq(src, &i, &stack, &depth, push) {
-					return i, tooDeep
-				}
-				continue
 			}
 			i++
 			continue
@@ -233,20 +230,17 @@ func scanLimits(src []byte, lim limits) (int, int) {
 				}
 				f.sol = false
 			}
+			if found, deep := stringTemplate(src, &i, &stack, &depth, push); deep {
+				return i, tooDeep
+			} else if found {
+				continue
+			}
 			switch {
 			case c == '\n':
 				f.sol = true
 				if tokens++; tokens > lim.tokens {
 					return i, tooManyTokens
 				}
-			case (c == '$' || c == '%') && i+1 < len(src) && src[i+1] == c && i+2 < len(src) && src[i+2] == '{':
-				i += 3
-				continue
-			case (c == '$' || c == '%') && i+1 < len(src) && src[i+1] == '{':
-				if templateSeq(src, &i, &stack, &depth, push) {
-					return i, tooDeep
-				}
-				continue
 			}
 			i++
 			continue
@@ -335,6 +329,24 @@ func scanLimits(src []byte, lim limits) (int, int) {
 		i++
 	}
 	return 0, withinLimits
+}
+
+// stringTemplate handles src[*i] inside a string or heredoc if it starts a
+// template: it skips a literal $${ or %%{, or opens a ${ or %{ sequence
+// (templateSeq). found is false when src[*i] starts neither.
+func stringTemplate(src []byte, i *int, stack *[]frame, depth *int, push func(int) bool) (found, deep bool) {
+	c := src[*i]
+	if c != '$' && c != '%' || *i+1 >= len(src) {
+		return false, false
+	}
+	if src[*i+1] == c && *i+2 < len(src) && src[*i+2] == '{' {
+		*i += 3 // $${ and %%{ are literal
+		return true, false
+	}
+	if src[*i+1] != '{' {
+		return false, false
+	}
+	return true, templateSeq(src, i, stack, depth, push)
 }
 
 // templateSeq opens an interpolation ${ or a directive %{ at src[*i], and
