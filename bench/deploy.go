@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -107,16 +106,7 @@ func (b *bench) brokenDeploy(ctx context.Context) error {
 
 	// Gunicorn on its own socket, restarted as systemctl restart would.
 	dir := filepath.Dir(deploySelfSock(b.e.work))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	www, err := user.Lookup("www-data")
-	if err != nil {
-		return err
-	}
-	uid, _ := strconv.Atoi(www.Uid)
-	gid, _ := strconv.Atoi(www.Gid)
-	if err := os.Chown(dir, uid, gid); err != nil {
+	if err := mkdirForWWWData(dir); err != nil {
 		return err
 	}
 	argv := []string{"/usr/bin/setpriv", "--reuid=www-data", "--regid=www-data", "--init-groups", "--",

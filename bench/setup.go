@@ -72,19 +72,11 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.selfDir = filepath.Join(e.work, "self")
-	if err := os.MkdirAll(b.selfDir, 0o755); err != nil {
-		return err
-	}
-	www, err := user.Lookup("www-data")
-	if err != nil {
-		return err
-	}
-	uid, _ := strconv.Atoi(www.Uid)
-	gid, _ := strconv.Atoi(www.Gid)
 	// Like a RuntimeDirectory= of the backend's own user.
-	if err := os.Chown(b.selfDir, uid, gid); err != nil {
+	if err := mkdirForWWWData(b.selfDir); err != nil {
 		return err
 	}
+	var err error
 	if b.tcpPort, err = freePort(); err != nil {
 		return err
 	}
@@ -301,4 +293,19 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// mkdirForWWWData makes dir owned by www-data, for a server that binds its
+// own socket there as www-data.
+func mkdirForWWWData(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	www, err := user.Lookup("www-data")
+	if err != nil {
+		return err
+	}
+	uid, _ := strconv.Atoi(www.Uid)
+	gid, _ := strconv.Atoi(www.Gid)
+	return os.Chown(dir, uid, gid)
 }
