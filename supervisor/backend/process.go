@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -298,27 +297,8 @@ func (b *Backend) reap(p *proc) {
 }
 
 // groupMembers lists the live (not zombie) processes of process group
-// pgid. Zombies are dead already; their reaper is not us.
-func groupMembers(pgid int) []int {
-	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
-		return nil
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, err := procfs.ReadStat(pid); err == nil && st.PGID == pgid && !st.Zombie() {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
+// pgid.
+func groupMembers(pgid int) []int { return procfs.GroupMembers(pgid) }
 
 // signalGroup sends sig to every process of the group; a group that is
 // already empty is not an error.
