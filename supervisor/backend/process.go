@@ -309,20 +309,6 @@ func signalGroup(pgid int, sig syscall.Signal) error {
 	return nil
 }
 
-// waitSocket polls until path is a socket, in real time, until ctx ends.
-func waitSocket(ctx context.Context, path string) error {
-	for {
-		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the backend never created its socket %s: %w", path, ctx.Err())
-		case <-time.After(pollGroup):
-		}
-	}
-}
-
 // writeStateFiles writes generated files atomically into the state
 // directory, readable by the backend's group only.
 func (b *Backend) writeStateFiles(files map[string]string) error {
