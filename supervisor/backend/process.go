@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/atomicfile"
 	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/supervisor/shim"
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
@@ -315,9 +316,10 @@ func (b *Backend) writeStateFiles(files map[string]string) error {
 	if err := b.ensureStateDir(); err != nil {
 		return err
 	}
-	root := os.Geteuid() == 0
+	// root:<its group> 0640 (the owner only when we are root).
+	o := atomicfile.Options{Mode: 0o640, Chown: os.Geteuid() == 0, UID: 0, GID: b.cfg.GID}
 	for name, content := range files {
-		if err := writeAtomic(filepath.Join(b.stateDir, name), []byte(content), b.cfg.GID, root); err != nil {
+		if err := atomicfile.Write(filepath.Join(b.stateDir, name), []byte(content), o); err != nil {
 			return err
 		}
 	}
@@ -344,38 +346,6 @@ func (b *Backend) ensureStateDir() error {
 	}
 	if err := os.Chmod(b.stateDir, 0o750); err != nil {
 		return fmt.Errorf("setting the mode of %s: %w", b.stateDir, err)
-	}
-	return nil
-}
-
-func writeAtomic(path string, data []byte, gid int, chown bool) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err = f.Write(data); err == nil && chown {
-		err = f.Chown(0, gid)
-	}
-	if err == nil {
-		err = f.Chmod(0o640)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }
