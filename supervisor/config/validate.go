@@ -7,6 +7,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -250,12 +251,12 @@ func (v *validator) backend(c *Config, fb *fileBackend) *Backend {
 		return nil
 	}
 	b.Protocol = str(fb.Protocol, preset.Protocols[0])
-	if !contains(preset.Protocols, b.Protocol) {
+	if !slices.Contains(preset.Protocols, b.Protocol) {
 		v.at(key+".protocol", "protocol %q does not work with preset %q; use %s", b.Protocol, b.Preset, strings.Join(preset.Protocols, " or "))
 	}
 	b.Handoff = str(fb.Handoff, preset.Handoff)
 	v.oneOf(key+".handoff", b.Handoff, "listen-fds", "fpm", "stdin", "self")
-	if preset.Handoffs != nil && contains([]string{"listen-fds", "fpm", "stdin", "self"}, b.Handoff) && !contains(preset.Handoffs, b.Handoff) {
+	if preset.Handoffs != nil && slices.Contains([]string{"listen-fds", "fpm", "stdin", "self"}, b.Handoff) && !slices.Contains(preset.Handoffs, b.Handoff) {
 		v.at(key+".handoff", "handoff %q does not work with preset %q; use %s", b.Handoff, b.Preset, strings.Join(preset.Handoffs, " or "))
 	}
 	if b.Websocket && b.Protocol != "http" {
@@ -446,7 +447,7 @@ func (v *validator) signal(key, s string, def syscall.Signal) syscall.Signal {
 }
 
 func (v *validator) oneOf(key, val string, allowed ...string) {
-	if !contains(allowed, val) {
+	if !slices.Contains(allowed, val) {
 		v.at(key, "%s %q is not allowed; use one of %s", lastField(key), val, strings.Join(allowed, ", "))
 	}
 }
@@ -533,15 +534,6 @@ func lastField(key string) string {
 		return key[i+1:]
 	}
 	return key
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func presetNames() []string {

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -403,7 +404,7 @@ func (d *doc) apache(ctx context.Context) error {
 		logs = append([]string{rc.ErrorLog}, logs...)
 	}
 	for _, l := range logs {
-		if !contains(info.ErrorLogs, l) {
+		if !slices.Contains(info.ErrorLogs, l) {
 			info.ErrorLogs = append(info.ErrorLogs, l)
 		}
 	}
@@ -489,15 +490,6 @@ func hasFlag(argv []string, flag string) bool {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // sockState is what was learned about one socket path, shared by every
