@@ -16,6 +16,16 @@ type Holder struct {
 	Link string // "socket:[123]", "pipe:[456]"
 }
 
+// Inode is the inode a "socket:[N]" or "pipe:[N]" link names, or 0.
+func (h Holder) Inode() uint64 {
+	_, rest, ok := strings.Cut(h.Link, ":[")
+	if !ok || !strings.HasSuffix(rest, "]") {
+		return 0
+	}
+	n, _ := strconv.ParseUint(strings.TrimSuffix(rest, "]"), 10, 64)
+	return n
+}
+
 // SocketLink is how /proc/PID/fd names a descriptor of socket inode ino.
 func SocketLink(ino uint64) string { return "socket:[" + strconv.FormatUint(ino, 10) + "]" }
 
@@ -32,19 +42,7 @@ func Holders(links map[string]bool) []Holder {
 	if len(links) == 0 {
 		return nil
 	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []Holder
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid <= 0 {
-			continue
-		}
-		out = append(out, holdersOf(pid, links)...)
-	}
-	return out
+	return HoldersIn(List(), links)
 }
 
 // HoldersIn is Holders restricted to the given pids.
@@ -141,16 +139,8 @@ func HoldersSince(since time.Time, links map[string]bool) []Holder {
 // scanAll reads every socket and pipe descriptor in /proc.
 func scanAll() *snapshot {
 	s := &snapshot{started: time.Now(), byLink: map[string][]Holder{}}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return s
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid <= 0 {
-			continue
-		}
-		dir := "/proc/" + e.Name() + "/fd/"
+	for _, pid := range List() {
+		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
 		f, err := os.Open(dir)
 		if err != nil {
 			continue

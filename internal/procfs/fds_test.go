@@ -3,6 +3,7 @@ package procfs
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -46,6 +47,14 @@ func TestHolders(t *testing.T) {
 			}
 		}
 		return n
+	}
+	for _, h := range HoldersIn([]int{child}, links) {
+		if want := map[string]uint64{"socket": sst.Ino, "pipe": pst.Ino}[h.Link[:strings.IndexByte(h.Link, ':')]]; h.Inode() != want {
+			t.Errorf("%s: Inode() = %d; want %d", h.Link, h.Inode(), want)
+		}
+	}
+	if ino := (Holder{Link: "anon_inode:[eventpoll]"}).Inode(); ino != 0 {
+		t.Errorf("Inode of an anon inode = %d; want 0", ino)
 	}
 	if n := count(Holders(links)); n != 2 {
 		t.Errorf("Holders found the child %d times; want 2 (socket and pipe)", n)

@@ -1,7 +1,11 @@
-// Package procfs reads the few /proc/PID/stat fields sockvisor needs, and
-// finds which processes hold a socket or pipe (/proc/PID/fd, fds.go).
-// Invariant: it only reads; a missing or malformed entry is an error, never
-// a zero value passed off as a process.
+// Package procfs is sockvisor's one reader of /proc: the few /proc/PID/stat
+// fields it needs, who is alive, in a process group or below a parent
+// (procs.go), the pid lists of cgroup.procs files, and which processes hold
+// a socket or pipe (/proc/PID/fd, fds.go). Callers keep their own policy
+// (how long to wait, what to signal); this package never decides.
+// Invariant: it only reads (kill(pid, 0) at most); a missing or malformed
+// entry is an error or a skipped process, never a zero value passed off as
+// a process.
 package procfs
 
 import (

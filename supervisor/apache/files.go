@@ -9,7 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/opencontainers/selinux/go-selinux"
+	"github.com/sockvisor/sockvisor/internal/atomicfile"
+	"github.com/sockvisor/sockvisor/internal/filekind"
 )
 
 // current is the config file as found before a change, to restore it.
@@ -32,7 +33,7 @@ func readCurrent(path string) (current, error) {
 		return current{}, fmt.Errorf("reading %s: %w", path, err)
 	}
 	if !st.Mode().IsRegular() {
-		return current{}, fmt.Errorf("%w: %s is a %s; sockvisor replaces only its own regular file, so remove it or set apache.config_file to another path", ErrNotRegular, path, kind(st.Mode()))
+		return current{}, fmt.Errorf("%w: %s is %s; sockvisor replaces only its own regular file, so remove it or set apache.config_file to another path", ErrNotRegular, path, filekind.Of(st.Mode()))
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -47,85 +48,17 @@ func readCurrent(path string) (current, error) {
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		c.uid, c.gid = int(sys.Uid), int(sys.Gid)
 	}
-	if selinux.GetEnabled() {
-		c.label, _ = selinux.LfileLabel(path)
-	}
+	c.label = atomicfile.LabelOf(path)
 	return c, nil
 }
 
-func kind(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeSymlink != 0:
-		return "symlink"
-	case m.IsDir():
-		return "directory"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	}
-	return "special file"
-}
-
-// writeAtomic replaces path with data so that a reader, or a power cut, sees
-// either the old or the new content in full. The file keeps like's mode,
-// owner and SELinux label: a renamed file would otherwise keep the temp
-// file's label rather than the one the policy gives its final path.
-func writeAtomic(path string, data []byte, like current) (err error) {
-	dir := filepath.Dir(path)
-	// A dot name ending in neither .conf nor .load is never Included.
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".new-*")
-	if err != nil {
-		return fmt.Errorf("writing the Apache config into %s: %w", dir, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", tmp, err)
-	}
-	if err = f.Chmod(like.mode); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if like.uid >= 0 {
-		if err = f.Chown(like.uid, like.gid); err != nil {
-			return fmt.Errorf("chown %s: %w", tmp, err)
-		}
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", tmp, err)
-	}
-	if like.label != "" {
-		if err = selinux.LsetFileLabel(tmp, like.label); err != nil {
-			return fmt.Errorf("labelling %s %s: %w", tmp, like.label, err)
-		}
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("renaming %s to %s: %w", tmp, path, err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename or unlink in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("opening %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
+// writeAtomic replaces path with data (see atomicfile). The file keeps
+// like's mode, owner and SELinux label: a renamed file would otherwise keep
+// the temp file's label rather than the one the policy gives its final path.
+func writeAtomic(path string, data []byte, like current) error {
+	return atomicfile.Write(path, data, atomicfile.Options{
+		Mode: like.mode, Chown: like.uid >= 0, UID: like.uid, GID: like.gid, Label: like.label,
+	})
 }
 
 // restore puts back the file found before a change, or removes ours.
@@ -136,7 +69,7 @@ func restore(path string, old current) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing %s: %w", path, err)
 	}
-	return syncDir(filepath.Dir(path))
+	return atomicfile.SyncDir(filepath.Dir(path))
 }
 
 // linkState says whether link enables file: ok, missing, or taken by
@@ -173,12 +106,12 @@ func makeLink(link, file string) error {
 	if err := os.Symlink(target, link); err != nil {
 		return fmt.Errorf("enabling %s: %w", file, err)
 	}
-	return syncDir(filepath.Dir(link))
+	return atomicfile.SyncDir(filepath.Dir(link))
 }
 
 func removeLink(link string) error {
 	if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing %s: %w", link, err)
 	}
-	return syncDir(filepath.Dir(link))
+	return atomicfile.SyncDir(filepath.Dir(link))
 }

@@ -2,10 +2,6 @@ package apache
 
 import (
 	"context"
-	"errors"
-	"os"
-	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/sockvisor/sockvisor/internal/procfs"
@@ -13,47 +9,17 @@ import (
 
 // alive reports whether pid is a running process. A zombie counts as dead:
 // Apache's parent lingers as one until its parent reaps it.
-func alive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	st, err := procfs.ReadStat(pid)
-	state := st.State
-	switch {
-	case err == nil:
-		return state != 'Z' && state != 'X'
-	case errors.Is(err, os.ErrNotExist):
-		return false
-	}
-	err = syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
+func alive(pid int) bool { return procfs.Alive(pid) }
 
 // procExists reports whether any process pid exists, a zombie included: what
 // Apache's `-k start` takes for a running server.
-func procExists(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
+func procExists(pid int) bool { return procfs.Exists(pid) }
 
-// children returns the pids whose parent is pid.
+// children returns the pids whose parent is pid, as a set.
 func children(pid int) map[int]bool {
 	out := map[int]bool{}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return out
-	}
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, err := procfs.ReadStat(n); err == nil && st.PPID == pid {
-			out[n] = true
-		}
+	for _, c := range procfs.Children(pid) {
+		out[c] = true
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ func TestLoadedModulesAndRunConfigOfPrivateApache(t *testing.T) {
 	if rc.ServerRoot != in.Dir || rc.ErrorLog != in.ErrorLog || rc.PidFile != filepath.Join(in.Dir, "apache2.pid") {
 		t.Errorf("run config = %+v", rc)
 	}
-	if !contains(rc.Defines, "DUMP_RUN_CFG") {
+	if !slices.Contains(rc.Defines, "DUMP_RUN_CFG") {
 		t.Errorf("defines = %q", rc.Defines)
 	}
 }
@@ -105,7 +106,7 @@ func TestParseMatchesApacheIncludes(t *testing.T) {
 	if strings.Join(c.Files, "\n") != strings.Join(want, "\n") {
 		t.Errorf("files differ from Apache's:\nours:\n%s\napache:\n%s", strings.Join(c.Files, "\n"), strings.Join(want, "\n"))
 	}
-	if c.DefaultRuntimeDir != "/var/run/apache2" || !contains(c.ErrorLogs, "/var/log/apache2/error.log") {
+	if c.DefaultRuntimeDir != "/var/run/apache2" || !slices.Contains(c.ErrorLogs, "/var/log/apache2/error.log") {
 		t.Errorf("runtime dir %q, error logs %q", c.DefaultRuntimeDir, c.ErrorLogs)
 	}
 	// The bare binary needs envvars supplied; CommandEnv does it.

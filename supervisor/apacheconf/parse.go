@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -405,7 +406,7 @@ func (p *parser) line(file string, l logical, depth int) {
 	case "errorlog":
 		if len(args) == 1 && !strings.HasPrefix(args[0], "|") && !strings.HasPrefix(strings.ToLower(args[0]), "syslog") {
 			f := p.rootRel(args[0])
-			if !contains(p.cfg.ErrorLogs, f) {
+			if !slices.Contains(p.cfg.ErrorLogs, f) {
 				p.cfg.ErrorLogs = append(p.cfg.ErrorLogs, f)
 			}
 		}
@@ -775,13 +776,4 @@ func splitArgs(s string) []string {
 		out = append(out, s[:i])
 		s = s[i:]
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

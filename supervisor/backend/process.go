@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/atomicfile"
 	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/shim"
@@ -299,27 +299,8 @@ func (b *Backend) reap(p *proc) {
 }
 
 // groupMembers lists the live (not zombie) processes of process group
-// pgid. Zombies are dead already; their reaper is not us.
-func groupMembers(pgid int) []int {
-	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
-		return nil
-	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, err := procfs.ReadStat(pid); err == nil && st.PGID == pgid && !st.Zombie() {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
+// pgid.
+func groupMembers(pgid int) []int { return procfs.GroupMembers(pgid) }
 
 // signalGroup sends sig to every process of the group; a group that is
 // already empty is not an error.
@@ -330,29 +311,16 @@ func signalGroup(pgid int, sig syscall.Signal) error {
 	return nil
 }
 
-// waitSocket polls until path is a socket, in real time, until ctx ends.
-func waitSocket(ctx context.Context, path string) error {
-	for {
-		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the backend never created its socket %s: %w", path, ctx.Err())
-		case <-time.After(pollGroup):
-		}
-	}
-}
-
 // writeStateFiles writes generated files atomically into the state
 // directory, readable by the backend's group only.
 func (b *Backend) writeStateFiles(files map[string]string) error {
 	if err := b.ensureStateDir(); err != nil {
 		return err
 	}
-	root := os.Geteuid() == 0
+	// root:<its group> 0640 (the owner only when we are root).
+	o := atomicfile.Options{Mode: 0o640, Chown: os.Geteuid() == 0, UID: 0, GID: b.cfg.GID}
 	for name, content := range files {
-		if err := writeAtomic(filepath.Join(b.stateDir, name), []byte(content), b.cfg.GID, root); err != nil {
+		if err := atomicfile.Write(filepath.Join(b.stateDir, name), []byte(content), o); err != nil {
 			return err
 		}
 	}
@@ -379,38 +347,6 @@ func (b *Backend) ensureStateDir() error {
 	}
 	if err := os.Chmod(b.stateDir, 0o750); err != nil {
 		return fmt.Errorf("setting the mode of %s: %w", b.stateDir, err)
-	}
-	return nil
-}
-
-func writeAtomic(path string, data []byte, gid int, chown bool) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err = f.Write(data); err == nil && chown {
-		err = f.Chown(0, gid)
-	}
-	if err == nil {
-		err = f.Chmod(0o640)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

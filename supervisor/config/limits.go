@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/internal/filekind"
 )
 
 // Limits on what sockvisor reads as config, checked before HCL sees a byte.
@@ -56,7 +58,7 @@ func readConfigFile(path string, lim limits) ([]byte, error) {
 		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, &notRegularError{fmt.Sprintf("config %s is %s, not a regular file; point --config at the config file itself", path, fileKind(st.Mode))}
+		return nil, &notRegularError{fmt.Sprintf("config %s is %s, not a regular file; point --config at the config file itself", path, filekind.OfStat(st.Mode))}
 	}
 	return io.ReadAll(io.LimitReader(f, int64(lim.size)+1))
 }
@@ -70,22 +72,6 @@ type notRegularError struct{ msg string }
 
 func (e *notRegularError) Error() string { return e.msg }
 func (e *notRegularError) Unwrap() error { return ErrNotRegular }
-
-func fileKind(mode uint32) string {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFIFO:
-		return "a named pipe (FIFO)"
-	case unix.S_IFCHR:
-		return "a character device"
-	case unix.S_IFBLK:
-		return "a block device"
-	case unix.S_IFDIR:
-		return "a directory"
-	case unix.S_IFSOCK:
-		return "a socket"
-	}
-	return "a special file"
-}
 
 // checkLimits refuses src when it is larger than lim.size or nests deeper
 // than lim.nesting, with the position where the limit was crossed.

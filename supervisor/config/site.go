@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -173,7 +174,7 @@ func (v *validator) sites(c *Config, fs []fileSite) {
 		v.listen(key+".listen", s.Listen)
 		if s.TLS != nil {
 			for _, a := range s.Listen {
-				if contains(s.TLS.Listen, a) {
+				if slices.Contains(s.TLS.Listen, a) {
 					v.at(key+".listen", "address %q is in both listen and tls.listen; one address speaks either HTTP or HTTPS", a)
 				}
 			}
@@ -407,7 +408,7 @@ func (v *validator) web(c *Config, b *Backend, fb *fileBackend) {
 			switch {
 			case !fpmKeyRe.MatchString(k):
 				v.at(key+".fpm.settings", "fpm setting %q is not a pool directive name such as \"php_admin_value[memory_limit]\"", k)
-			case contains(fpmReserve, k) || strings.HasPrefix(k, "listen."):
+			case slices.Contains(fpmReserve, k) || strings.HasPrefix(k, "listen."):
 				v.at(key+".fpm.settings", "fpm setting %q is sockvisor's to set (it owns the socket; use fpm.pm and fpm.max_children for the pool size); remove it", k)
 			case strings.ContainsAny(val, "\n\r\x00"):
 				v.at(key+".fpm.settings", "fpm setting %q has a line break in its value; pool values are one line", k)

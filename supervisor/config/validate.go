@@ -447,7 +447,7 @@ func (v *validator) signal(key, s string, def syscall.Signal) syscall.Signal {
 }
 
 func (v *validator) oneOf(key, val string, allowed ...string) {
-	if !contains(allowed, val) {
+	if !slices.Contains(allowed, val) {
 		v.at(key, "%s %q is not allowed; use one of %s", lastField(key), val, strings.Join(allowed, ", "))
 	}
 }
@@ -534,15 +534,6 @@ func lastField(key string) string {
 		return key[i+1:]
 	}
 	return key
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func presetNames() []string {

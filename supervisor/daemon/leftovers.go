@@ -1,12 +1,10 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,23 +43,9 @@ func serviceCgroupProcs() string {
 	if os.Getenv("INVOCATION_ID") == "" || os.Getenv("NOTIFY_SOCKET") == "" || os.Getppid() != 1 {
 		return ""
 	}
-	b, err := os.ReadFile("/proc/self/cgroup")
+	path, err := procfs.SelfCgroup()
 	if err != nil {
 		return ""
-	}
-	var path string
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		// The unified hierarchy ("0::") or systemd's named one.
-		if parts[0] == "0" || parts[1] == "name=systemd" {
-			path = parts[2]
-			if parts[0] == "0" {
-				break
-			}
-		}
 	}
 	if !strings.HasSuffix(path, ".service") {
 		return ""
@@ -98,7 +82,7 @@ func findLeftovers(cfg *config.Config, listeners map[string]*sockets.Listener) [
 	}
 	var holders []procfs.Holder
 	if procs := serviceCgroupProcs(); procs != "" {
-		pids, err := readPids(procs)
+		pids, err := procfs.ReadPIDs(procs)
 		if err != nil {
 			return nil
 		}
@@ -120,26 +104,9 @@ func findLeftovers(cfg *config.Config, listeners map[string]*sockets.Listener) [
 		if err != nil || st.Zombie() {
 			continue
 		}
-		ino, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(h.Link, "socket:["), "]"), 10, 64)
-		out = append(out, leftover{pid: h.PID, start: st.StartTime, leader: st.PGID == h.PID, backend: byInode[ino]})
+		out = append(out, leftover{pid: h.PID, start: st.StartTime, leader: st.PGID == h.PID, backend: byInode[h.Inode()]})
 	}
 	return out
-}
-
-func readPids(path string) ([]int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var pids []int
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if n, err := strconv.Atoi(strings.TrimSpace(sc.Text())); err == nil {
-			pids = append(pids, n)
-		}
-	}
-	return pids, sc.Err()
 }
 
 // alive reports whether the leftover is still the same process.

@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
+	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
 // A process that holds a backend's socket is mapped to that backend, and
@@ -104,4 +107,72 @@ func ownerOf(pid int, byInode map[uint64]*config.Backend) *config.Backend {
 		}
 	}
 	return nil
+}
+
+// findLeftovers learns an adopted socket's inode without (*os.File).Fd: the
+// O_NONBLOCK a leftover backend set on the file description it shares with
+// the fd store's copy survives, so that backend never blocks in accept(2).
+func TestFindLeftoversKeepsNonblock(t *testing.T) {
+	testutil.NeedRoot(t)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
+socket_dir = %q
+backend "app" {
+  command = ["/bin/sleep", "1"]
+  mount   = ""
+}
+`, filepath.Join(testutil.ShortDir(t), "s"))), "test.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := hclog.NewNullLogger()
+	if err := sockets.PrepareDir(cfg, log); err != nil {
+		t.Fatal(err)
+	}
+	spec := cfg.Backends[0].Sockets[0]
+	first, err := sockets.Create(cfg, spec, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What the fd store hands back: another descriptor of the description.
+	var stored, other int
+	rc, err := first.File().SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) {
+		stored, _ = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
+		other, _ = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
+	})
+	first.Close()
+	if stored <= 0 || other <= 0 {
+		t.Fatal("dup failed")
+	}
+	defer unix.Close(other)
+	f := os.NewFile(uintptr(stored), "stored")
+	defer f.Close()
+	// A leftover backend serves on it and made it non-blocking, as gunicorn,
+	// uWSGI and Go servers do.
+	leftover := exec.Command("/bin/sleep", "60")
+	leftover.ExtraFiles = []*os.File{f}
+	testutil.StartGroup(t, leftover)
+	if err := unix.SetNonblock(other, true); err != nil {
+		t.Fatal(err)
+	}
+
+	l, err := sockets.Adopt(cfg, spec, f, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ls := findLeftovers(cfg, map[string]*sockets.Listener{spec.Name: l})
+	if len(ls) != 1 || ls[0].pid != leftover.Process.Pid || ls[0].backend != cfg.Backends[0] || !ls[0].leader {
+		t.Errorf("findLeftovers = %+v; want the leader %d of backend app", ls, leftover.Process.Pid)
+	}
+	fl, err := unix.FcntlInt(uintptr(other), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fl&unix.O_NONBLOCK == 0 {
+		t.Error("adopting the socket and finding its leftovers cleared O_NONBLOCK on the description the leftover serves on")
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +31,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/opencontainers/selinux/go-selinux"
 
+	"github.com/sockvisor/sockvisor/internal/filekind"
 	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/probe"
@@ -403,7 +405,7 @@ func (d *doc) apache(ctx context.Context) error {
 		logs = append([]string{rc.ErrorLog}, logs...)
 	}
 	for _, l := range logs {
-		if !contains(info.ErrorLogs, l) {
+		if !slices.Contains(info.ErrorLogs, l) {
 			info.ErrorLogs = append(info.ErrorLogs, l)
 		}
 	}
@@ -489,15 +491,6 @@ func hasFlag(argv []string, flag string) bool {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // sockState is what was learned about one socket path, shared by every
@@ -639,7 +632,7 @@ func (d *doc) socketFindings(t *Target, s *sockState) {
 		return
 	case w.NotSocket != 0:
 		t.add(Finding{ID: IDNotSocket, Severity: SevError,
-			What:     fmt.Sprintf("%s is not a socket but %s; %s", t.Socket, describeMode(w.NotSocket), answers503(t, "(111)Connection refused")),
+			What:     fmt.Sprintf("%s is not a socket but %s; %s", t.Socket, filekind.Of(w.NotSocket), answers503(t, "(111)Connection refused")),
 			Evidence: []string{"mode " + w.Steps[len(w.Steps)-1].Mode},
 			Fix:      fmt.Sprintf("remove it (rm %s) and restart what should listen there; %s", t.Socket, d.ownerHint(t.Socket))})
 		return
@@ -661,20 +654,6 @@ func answers503(t *Target, errText string) string {
 		s += " + " + c
 	}
 	return s
-}
-
-func describeMode(m os.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "a directory"
-	case m.IsRegular():
-		return "a regular file"
-	case m&os.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&os.ModeDevice != 0:
-		return "a device"
-	}
-	return "not a socket (" + m.String() + ")"
 }
 
 func (d *doc) permissionFinding(t *Target, w walk) Finding {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -154,7 +155,7 @@ func TestSecondDebianInstanceIsTheOneDiagnosed(t *testing.T) {
 			t.Errorf("apache = %+v, want instance %s (%s/apache2.conf, pid %d)", a, di.name, di.root, di.pid())
 		}
 		wantLog := "/var/log/apache2-" + di.name + "/error.log"
-		if !contains(a.ErrorLogs, wantLog) {
+		if !slices.Contains(a.ErrorLogs, wantLog) {
 			t.Errorf("error logs %v lack %s", a.ErrorLogs, wantLog)
 		}
 		for _, l := range a.ErrorLogs {

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockvisor/sockvisor/internal/osuser"
 )
 
 // Identity is the user and groups Apache's workers run as.
@@ -304,19 +306,9 @@ func fileMode(m uint32) fs.FileMode {
 	return fm
 }
 
-func userName(uid uint32) string {
-	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
-		return u.Username
-	}
-	return strconv.FormatUint(uint64(uid), 10)
-}
+func userName(uid uint32) string { return osuser.UserName(uid) }
 
-func groupName(gid uint32) string {
-	if g, err := user.LookupGroupId(strconv.FormatUint(uint64(gid), 10)); err == nil {
-		return g.Name
-	}
-	return strconv.FormatUint(uint64(gid), 10)
-}
+func groupName(gid uint32) string { return osuser.GroupName(gid) }
 
 // allowed applies the kernel's DAC rules (acl(7) "access check algorithm")
 // for one permission bit (4 r, 2 w, 1 x).

@@ -64,9 +64,25 @@ func WatchdogInterval() time.Duration {
 
 // Store hands f to systemd's file descriptor store under name, so the socket
 // outlives a crash of sockvisor. systemd drops it silently unless the unit
-// sets FileDescriptorStoreMax.
+// sets FileDescriptorStoreMax. It reaches the descriptor through
+// SyscallConn, not (*os.File).Fd, which clears O_NONBLOCK (for a file from
+// package net) on the description the backends serving on the socket
+// share.
 func (n *Notifier) Store(name string, f *os.File) error {
-	return n.send("FDSTORE=1\nFDNAME="+name, []int{int(f.Fd())})
+	if n.socket == "" {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("sd_notify FDSTORE %s: %w", name, err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = n.send("FDSTORE=1\nFDNAME="+name, []int{int(fd)})
+	}); err != nil {
+		return fmt.Errorf("sd_notify FDSTORE %s: %w", name, err)
+	}
+	return serr
 }
 
 // Forget removes name from the file descriptor store.

@@ -94,3 +94,75 @@ func TestMessagesAndFDStore(t *testing.T) {
 		t.Fatalf("passed fd is not the stored file: %v", err)
 	}
 }
+
+// Storing a socket leaves its file description's O_NONBLOCK alone, however
+// its *os.File was made. The description is shared with the backends
+// serving on it, and a server that set the flag (gunicorn, uWSGI, Go)
+// blocks inside accept(2) once it is cleared, as (*os.File).Fd clears it
+// for a file from package net (the "net" case failed while Store called
+// Fd).
+func TestStoreKeepsNonblock(t *testing.T) {
+	c, path := listen(t)
+	t.Setenv("NOTIFY_SOCKET", path)
+	// Each returns the file to store and another descriptor of the same
+	// description, as a backend holds it.
+	cases := map[string]func() (*os.File, int){
+		"os.NewFile": func() (*os.File, int) {
+			fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			other, err := unix.Dup(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(other) })
+			return os.NewFile(uintptr(fd), "listener"), other
+		},
+		"net": func() (*os.File, int) {
+			l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(testutil.ShortDir(t), "l"), Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+			f, err := l.File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, err := l.SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			other := -1
+			rc.Control(func(fd uintptr) { other = int(fd) })
+			return f, other
+		},
+	}
+	buf, oob := make([]byte, 512), make([]byte, 128)
+	for name, open := range cases {
+		f, other := open()
+		if err := New().Store("app.sock", f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		// Drain the datagram and close the descriptor it carried.
+		_, noob, _, _, err := c.ReadMsgUnix(buf, oob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msgs, err := unix.ParseSocketControlMessage(oob[:noob]); err == nil && len(msgs) == 1 {
+			if fds, err := unix.ParseUnixRights(&msgs[0]); err == nil {
+				for _, fd := range fds {
+					unix.Close(fd)
+				}
+			}
+		}
+		fl, err := unix.FcntlInt(uintptr(other), unix.F_GETFL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fl&unix.O_NONBLOCK == 0 {
+			t.Errorf("%s: Store cleared O_NONBLOCK on the socket's file description", name)
+		}
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/filekind"
+	"github.com/sockvisor/sockvisor/internal/osuser"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
@@ -83,7 +85,7 @@ func OpenDir(cfg *config.Config, log hclog.Logger) (_ *Dir, err error) {
 			if !last {
 				what = p + ", a parent of socket_dir " + dir + ","
 			}
-			return nil, fail(ErrNotDir, nil, p, "%s exists but is %s, not a directory; move it away or choose another socket_dir", what, kindOf(st.Mode).article())
+			return nil, fail(ErrNotDir, nil, p, "%s exists but is %s, not a directory; move it away or choose another socket_dir", what, filekind.OfStat(st.Mode))
 		}
 		nfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -113,7 +115,7 @@ func OpenDir(cfg *config.Config, log hclog.Logger) (_ *Dir, err error) {
 				continue
 			}
 			if !trusted(fst.Uid) {
-				return nil, fail(ErrUnsafe, nil, p, "%s, a parent of socket_dir %s, is owned by uid %s, who could replace socket_dir; make it root-owned or choose another socket_dir", p, dir, userName(fst.Uid))
+				return nil, fail(ErrUnsafe, nil, p, "%s, a parent of socket_dir %s, is owned by uid %s, who could replace socket_dir; make it root-owned or choose another socket_dir", p, dir, osuser.User(fst.Uid))
 			}
 			if fst.Mode&0o022 != 0 && fst.Mode&unix.S_ISVTX == 0 {
 				return nil, fail(ErrUnsafe, nil, p, "%s, a parent of socket_dir %s, is writable by group or others without the sticky bit (mode %04o); run chmod go-w %s or choose another socket_dir", p, dir, fst.Mode&0o7777, p)
@@ -128,10 +130,10 @@ func OpenDir(cfg *config.Config, log hclog.Logger) (_ *Dir, err error) {
 			if err := setOwnerMode(fd, &fst, uid, gid, want); err != nil {
 				return nil, fmt.Errorf("sockets: set up socket_dir %s: %w", dir, err)
 			}
-			log.Info("created socket_dir", "path", dir, "owner", userName(uid), "group", groupName(gid), "mode", fmt.Sprintf("%04o", want))
+			log.Info("created socket_dir", "path", dir, "owner", osuser.User(uid), "group", osuser.Group(gid), "mode", fmt.Sprintf("%04o", want))
 		} else {
 			if !trusted(fst.Uid) {
-				return nil, fail(ErrUnsafe, nil, dir, "socket_dir %s is owned by uid %s, not root or socket_owner %s, so someone else may have put links in it; remove it (rm -r %s) and let sockvisor create it", dir, userName(fst.Uid), cfg.SocketOwner, dir)
+				return nil, fail(ErrUnsafe, nil, dir, "socket_dir %s is owned by uid %s, not root or socket_owner %s, so someone else may have put links in it; remove it (rm -r %s) and let sockvisor create it", dir, osuser.User(fst.Uid), cfg.SocketOwner, dir)
 			}
 			if who := extraWriters(fst.Mode, fst.Gid, want, gid); who != "" {
 				return nil, fail(ErrUnsafe, nil, dir, "socket_dir %s is writable by %s (mode %04o), so someone else may have put links in it; check its contents, then remove it (rm -r %s) and let sockvisor create it", dir, who, fst.Mode&0o7777, dir)
@@ -144,17 +146,17 @@ func OpenDir(cfg *config.Config, log hclog.Logger) (_ *Dir, err error) {
 					return nil, fmt.Errorf("sockets: list socket_dir %s: %w", dir, err)
 				} else if len(strays) > 0 {
 					return nil, fail(ErrForeign, nil, dir, "socket_dir %s holds entries sockvisor did not create (%s), so it will not change its owner, group or mode (%s %s:%s, want %04o %s:%s); move them away, or set socket_dir in %s to a directory of its own such as /run/sockvisor",
-						dir, strings.Join(strays, ", "), fmt.Sprintf("%04o", have), userName(fst.Uid), groupName(fst.Gid), want, userName(uid), groupName(gid), cfg.File)
+						dir, strings.Join(strays, ", "), fmt.Sprintf("%04o", have), osuser.User(fst.Uid), osuser.Group(fst.Gid), want, osuser.User(uid), osuser.Group(gid), cfg.File)
 				}
 				if err := setOwnerMode(fd, &fst, uid, gid, want); err != nil {
 					return nil, fmt.Errorf("sockets: fix socket_dir %s: %w", dir, err)
 				}
 				kv := []any{"path", dir}
 				if fst.Uid != uid {
-					kv = append(kv, "owner", userName(fst.Uid)+" -> "+userName(uid))
+					kv = append(kv, "owner", osuser.User(fst.Uid)+" -> "+osuser.User(uid))
 				}
 				if fst.Gid != gid {
-					kv = append(kv, "group", groupName(fst.Gid)+" -> "+groupName(gid))
+					kv = append(kv, "group", osuser.Group(fst.Gid)+" -> "+osuser.Group(gid))
 				}
 				if have != want {
 					kv = append(kv, "mode", fmt.Sprintf("%04o -> %04o", have, want))
@@ -183,7 +185,7 @@ func OpenDir(cfg *config.Config, log hclog.Logger) (_ *Dir, err error) {
 func extraWriters(mode, gid, want, wantGID uint32) string {
 	var who []string
 	if mode&0o020 != 0 && (want&0o020 == 0 || gid != wantGID) {
-		who = append(who, "group "+groupName(gid))
+		who = append(who, "group "+osuser.Group(gid))
 	}
 	if mode&0o002 != 0 && want&0o002 == 0 {
 		who = append(who, "everyone")

@@ -3,8 +3,6 @@ package sockets
 import (
 	"errors"
 	"fmt"
-	"os/user"
-	"strconv"
 )
 
 // Sentinel errors. Errors wrap one of them and/or the underlying errno, so
@@ -55,21 +53,4 @@ func (e *Error) Unwrap() []error {
 
 func fail(kind, cause error, path, format string, args ...any) error {
 	return &Error{Path: path, msg: fmt.Sprintf(format, args...), kind: kind, err: cause}
-}
-
-// userName renders a uid for messages: "33 (www-data)".
-func userName(uid uint32) string {
-	s := strconv.FormatUint(uint64(uid), 10)
-	if u, err := user.LookupId(s); err == nil {
-		return s + " (" + u.Username + ")"
-	}
-	return s
-}
-
-func groupName(gid uint32) string {
-	s := strconv.FormatUint(uint64(gid), 10)
-	if g, err := user.LookupGroupId(s); err == nil {
-		return s + " (" + g.Name + ")"
-	}
-	return s
 }

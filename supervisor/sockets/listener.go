@@ -12,6 +12,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/filekind"
+	"github.com/sockvisor/sockvisor/internal/osuser"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/sockdiag"
 )
@@ -135,7 +137,7 @@ func (d *Dir) Create(cfg *config.Config, spec config.Socket, log hclog.Logger) (
 		return nil, fail(ErrInUse, err, keep, "cannot create the keep link %s for socket %s: %v; remove %s if it is a leftover", keep, spec.Path, err, keep)
 	}
 	ok = true
-	log.Info("created socket", "owner", userName(uint32(cfg.SocketUID)), "group", groupName(uint32(cfg.SocketGID)),
+	log.Info("created socket", "owner", osuser.User(uint32(cfg.SocketUID)), "group", osuser.Group(uint32(cfg.SocketGID)),
 		"mode", b.SocketMode.String(), "backlog", backlog)
 	return &Listener{
 		spec:    spec,
@@ -387,7 +389,7 @@ func (l *Listener) ownsLocked(d *Dir, name string) (bool, error) {
 	case st.Dev == l.dev && st.Ino == l.ino:
 		return true, nil
 	}
-	return false, fail(ErrInUse, nil, p, "%s is now %s other than sockvisor's socket (inode %d, expected %d); something re-created it: remove it and restart the backend", p, kindOf(st.Mode).article(), st.Ino, l.ino)
+	return false, fail(ErrInUse, nil, p, "%s is now %s other than sockvisor's socket (inode %d, expected %d); something re-created it: remove it and restart the backend", p, filekind.OfStat(st.Mode), st.Ino, l.ino)
 }
 
 // Close closes the descriptor and leaves both files in place: a later
@@ -447,7 +449,7 @@ func FixSocketFile(cfg *config.Config, spec config.Socket) error {
 		return fail(ErrLost, err, spec.Path, "socket %s does not exist (%v); check that backend %q binds exactly this path", spec.Path, err, spec.Backend)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return fail(ErrNotSocket, nil, spec.Path, "%s is %s, not a socket; check that backend %q binds exactly this path", spec.Path, kindOf(st.Mode).article(), spec.Backend)
+		return fail(ErrNotSocket, nil, spec.Path, "%s is %s, not a socket; check that backend %q binds exactly this path", spec.Path, filekind.OfStat(st.Mode), spec.Backend)
 	}
 	return fixFileAt(d.fd, spec.Name, spec.Path, &st, cfg.SocketUID, cfg.SocketGID, uint32(b.SocketMode), cfg.SELinuxType)
 }
@@ -519,7 +521,7 @@ func (d *Dir) clearStale(name string, log hclog.Logger) error {
 		return fmt.Errorf("sockets: lstat %s: %w", p, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return fail(ErrNotSocket, nil, p, "%s exists and is %s, not a socket; sockvisor never removes it: move it away or choose another socket name", p, kindOf(st.Mode).article())
+		return fail(ErrNotSocket, nil, p, "%s exists and is %s, not a socket; sockvisor never removes it: move it away or choose another socket name", p, filekind.OfStat(st.Mode))
 	}
 	r := probe(d.addr(name), DefaultProbeTimeout)
 	switch r.state {

@@ -42,16 +42,6 @@ func kindOf(mode uint32) Kind {
 	return KindOther
 }
 
-func (k Kind) article() string {
-	switch k {
-	case KindFile:
-		return "a regular file"
-	case KindOther:
-		return "a special file"
-	}
-	return "a " + string(k)
-}
-
 // Action is what Sweep did with an entry.
 type Action string
 
