@@ -311,8 +311,9 @@ func (d *checkup) general(f Finding) { d.report.General = append(d.report.Genera
 func (d *checkup) apache(ctx context.Context) error {
 	hint := apacheconf.Hint{Apachectl: d.opts.Apachectl}
 	if c := d.opts.Sockvisor; c != nil && len(hint.Apachectl) == 0 {
-		hint = apacheconf.Hint{Apachectl: c.Apache.Apachectl, ConfigFile: c.Apache.ConfigFile, Unit: c.Apache.Unit}
+		hint = apacheconf.Hint{Flavor: c.Apache.Flavor, Apachectl: c.Apache.Apachectl, ConfigFile: c.Apache.ConfigFile, Unit: c.Apache.Unit}
 	}
+	hint.Running = apacheconf.Running()
 	inst, others := apacheconf.Discover(hint)
 	if len(inst.Apachectl) == 0 {
 		return fmt.Errorf("%w: neither apache2ctl nor apachectl is in PATH; pass the Apache command", ErrNoApache)
@@ -451,8 +452,7 @@ func (d *checkup) stoppedUnit() string {
 	if c := d.opts.Sockvisor; c != nil && c.Apache.Unit != "" {
 		return strings.TrimSuffix(c.Apache.Unit, ".service")
 	}
-	switch root := filepath.Clean(d.report.Apache.ServerRoot); {
-	case d.report.Apache.Instance != "", root == "/etc/apache2", root == "/etc/httpd":
+	if a := d.report.Apache; a.Instance != "" || (apacheconf.Instance{ServerRoot: a.ServerRoot}).Installed() {
 		return d.apacheUnit()
 	}
 	return ""
