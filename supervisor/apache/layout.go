@@ -2,7 +2,6 @@ package apache
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -33,45 +32,44 @@ type Layout struct {
 	RunGroup  string
 }
 
-// DetectLayout works out the layout for cfg.Apache: the flavor (auto
-// looks for Debian's apache2, then RHEL's httpd) and its defaults, with
-// config_file and unit from the config taking precedence.
+// DetectLayout works out the layout for cfg.Apache. The instance is the
+// one apacheconf.Discover chooses from the config and the installed files
+// alone, never from what runs now: the default root of the flavor (auto
+// looks for Debian's apache2, then RHEL's httpd), or the Debian instance
+// /etc/apache2-NAME that config_file or unit (apache2@NAME.service) names;
+// its command, unit and run identity follow, with apachectl, config_file
+// and unit from the config taking precedence.
 func DetectLayout(cfg *config.Config) (Layout, error) {
-	return detectLayout(cfg.Apache, "/")
+	a := cfg.Apache
+	in, _ := apacheconf.Discover(apacheconf.Hint{Flavor: a.Flavor, Apachectl: a.Apachectl, ConfigFile: a.ConfigFile, Unit: a.Unit})
+	return layoutOf(a, in, "/")
 }
 
-// detectLayout does DetectLayout with every file looked up under root, so
-// tests can build a fake /etc.
-func detectLayout(a config.Apache, root string) (Layout, error) {
+// layoutOf is the layout for a and the instance Discover chose for it,
+// with every file looked up and placed under root, so tests can build a
+// fake /etc.
+func layoutOf(a config.Apache, in apacheconf.Instance, root string) (Layout, error) {
 	at := func(p string) string { return filepath.Join(root, p) }
-	exists := func(p string) bool { _, err := os.Stat(at(p)); return err == nil }
-
-	flavor := a.Flavor
-	if flavor == "" || flavor == "auto" {
-		switch {
-		case exists("/etc/apache2/apache2.conf"):
-			flavor = "debian"
-		case exists("/etc/httpd/conf/httpd.conf"):
-			flavor = "rhel"
-		default:
-			return Layout{}, fmt.Errorf("%w: neither %s (Debian) nor %s (RHEL, Fedora) exists; install Apache or set apache.flavor",
-				ErrNoApache, at("/etc/apache2/apache2.conf"), at("/etc/httpd/conf/httpd.conf"))
+	// sockvisor's files go into the chosen instance's root when a package
+	// installed it (/etc/apache2-NAME included), else into the flavor's.
+	base := func(def string) string {
+		if in.Installed() {
+			return in.ServerRoot
 		}
+		return def
 	}
-
 	var l Layout
-	switch flavor {
+	switch in.Flavor {
 	case "debian":
+		etc := base("/etc/apache2")
 		l = Layout{
 			Flavor:     "debian",
-			ConfigFile: at("/etc/apache2/conf-available/sockvisor.conf"),
-			Apachectl:  []string{"/usr/sbin/apache2ctl"},
-			Unit:       "apache2.service",
+			ConfigFile: at(etc + "/conf-available/sockvisor.conf"),
 			RunUser:    "www-data",
 			RunGroup:   "www-data",
 		}
 		// apache2ctl takes the run identity from envvars; so do we.
-		if vars, err := apacheconf.ReadEnvvars(at("/etc/apache2/envvars")); err == nil {
+		if vars, err := apacheconf.ReadEnvvars(at(etc + "/envvars")); err == nil {
 			if u := vars["APACHE_RUN_USER"]; u != "" {
 				l.RunUser = u
 			}
@@ -82,23 +80,19 @@ func detectLayout(a config.Apache, root string) (Layout, error) {
 	case "rhel":
 		l = Layout{
 			Flavor:     "rhel",
-			ConfigFile: at("/etc/httpd/conf.d/sockvisor.conf"),
-			Apachectl:  []string{"/usr/sbin/httpd"},
-			Unit:       "httpd.service",
+			ConfigFile: at(base("/etc/httpd") + "/conf.d/sockvisor.conf"),
 			RunUser:    "apache",
 			RunGroup:   "apache",
 		}
+	case "":
+		return Layout{}, fmt.Errorf("%w: neither %s (Debian) nor %s (RHEL, Fedora) exists; install Apache or set apache.flavor",
+			ErrNoApache, at("/etc/apache2/apache2.conf"), at("/etc/httpd/conf/httpd.conf"))
 	default:
-		return Layout{}, fmt.Errorf("%w: apache.flavor %q is unknown; use auto, debian or rhel", ErrNoApache, flavor)
+		return Layout{}, fmt.Errorf("%w: apache.flavor %q is unknown; use auto, debian or rhel", ErrNoApache, in.Flavor)
 	}
+	l.Apachectl, l.Unit = in.Apachectl, in.Unit
 	if a.ConfigFile != "" {
 		l.ConfigFile = a.ConfigFile
-	}
-	if a.Unit != "" {
-		l.Unit = a.Unit
-	}
-	if len(a.Apachectl) > 0 {
-		l.Apachectl = a.Apachectl
 	}
 	l.EnableLink = enableLink(l.ConfigFile)
 	l.SitesFile, l.SitesLink = sitesFile(l.ConfigFile)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
@@ -23,12 +24,16 @@ func fakeRoot(t *testing.T, files map[string]string) string {
 	return root
 }
 
+// TestDetectLayout places sockvisor's files for the instance
+// apacheconf.Discover chose (its tests cover the choice: flavor, command,
+// unit and root for each fake /etc below).
 func TestDetectLayout(t *testing.T) {
 	deb := fakeRoot(t, map[string]string{
 		"etc/apache2/apache2.conf": "",
 		"etc/apache2/envvars":      "export APACHE_RUN_USER=web\nexport APACHE_RUN_GROUP=webgrp\n",
 	})
-	l, err := detectLayout(config.Apache{Flavor: "auto"}, deb)
+	debian := apacheconf.Instance{Flavor: "debian", ServerRoot: "/etc/apache2", Apachectl: []string{"/usr/sbin/apache2ctl"}, Unit: "apache2.service"}
+	l, err := layoutOf(config.Apache{Flavor: "auto"}, debian, deb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +54,8 @@ func TestDetectLayout(t *testing.T) {
 	}
 
 	rhel := fakeRoot(t, map[string]string{"etc/httpd/conf/httpd.conf": ""})
-	l, err = detectLayout(config.Apache{Flavor: "auto", Unit: "web.service"}, rhel)
+	l, err = layoutOf(config.Apache{Flavor: "auto", Unit: "web.service"},
+		apacheconf.Instance{Flavor: "rhel", ServerRoot: "/etc/httpd", Apachectl: []string{"/usr/sbin/httpd"}, Unit: "web.service"}, rhel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,12 +67,35 @@ func TestDetectLayout(t *testing.T) {
 	}
 
 	// An explicit file outside conf-available needs no link.
-	l, _ = detectLayout(config.Apache{Flavor: "debian", ConfigFile: "/etc/apache2/sites-enabled/sv.conf"}, t.TempDir())
+	l, _ = layoutOf(config.Apache{Flavor: "debian", ConfigFile: "/etc/apache2/sites-enabled/sv.conf"}, debian, t.TempDir())
 	if l.ConfigFile != "/etc/apache2/sites-enabled/sv.conf" || l.EnableLink != "" || l.RunUser != "www-data" {
 		t.Errorf("explicit file: %+v", l)
 	}
 
-	if _, err := detectLayout(config.Apache{Flavor: "auto"}, t.TempDir()); !errors.Is(err, ErrNoApache) || !strings.Contains(err.Error(), "set apache.flavor") {
+	// Debian's second instance gets the files in its own root.
+	web := fakeRoot(t, map[string]string{"etc/apache2-web/envvars": "export APACHE_RUN_USER=webuser\n"})
+	l, err = layoutOf(config.Apache{Flavor: "auto"}, apacheconf.Instance{Name: "web", Flavor: "debian", ServerRoot: "/etc/apache2-web",
+		Apachectl: []string{"/usr/sbin/apache2", "-d", "/etc/apache2-web"}, Unit: "apache2@web.service"}, web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = Layout{
+		Flavor:     "debian",
+		ConfigFile: web + "/etc/apache2-web/conf-available/sockvisor.conf",
+		EnableLink: web + "/etc/apache2-web/conf-enabled/sockvisor.conf",
+		SitesFile:  web + "/etc/apache2-web/sites-available/sockvisor.conf",
+		SitesLink:  web + "/etc/apache2-web/sites-enabled/sockvisor.conf",
+		IncludeDir: web + "/etc/apache2-web/sockvisor-sites",
+		Apachectl:  []string{"/usr/sbin/apache2", "-d", "/etc/apache2-web"},
+		Unit:       "apache2@web.service",
+		RunUser:    "webuser",
+		RunGroup:   "www-data",
+	}
+	if !layoutEqual(l, want) {
+		t.Errorf("second instance layout = %+v, want %+v", l, want)
+	}
+
+	if _, err := layoutOf(config.Apache{Flavor: "auto"}, apacheconf.Instance{}, t.TempDir()); !errors.Is(err, ErrNoApache) || !strings.Contains(err.Error(), "set apache.flavor") {
 		t.Errorf("no Apache: %v", err)
 	}
 }

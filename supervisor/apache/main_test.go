@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// TestMain fails the run if goroutines outlive the tests: every Manager
-// loop, test server and client must be stopped and waited for.
+// TestMain fails the run if goroutines outlive the tests: every test
+// server, client and D-Bus connection must be stopped and waited for.
 func TestMain(m *testing.M) {
 	base := runtime.NumGoroutine()
 	code := m.Run()

@@ -16,20 +16,8 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
-// DefaultWindow is how long Schedule waits for further changes.
-const DefaultWindow = time.Second
-
 // DefaultCommandTimeout bounds each apachectl run.
 const DefaultCommandTimeout = time.Minute
-
-// Clock is the time source for coalescing; tests inject a fake one.
-type Clock interface {
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // Options configures a Manager. Layout is required.
 type Options struct {
@@ -38,13 +26,6 @@ type Options struct {
 	// closes it if it is an io.Closer.
 	Reloader Reloader
 	Logger   hclog.Logger
-	// Window is how long Schedule collects changes; 0 means DefaultWindow.
-	Window time.Duration
-	// Clock drives Window; nil means the real clock.
-	Clock Clock
-	// OnApply, if set, gets the result of every scheduled apply, on the
-	// Manager's goroutine.
-	OnApply func(changed bool, err error)
 	// CommandTimeout bounds each apachectl run; 0 means DefaultCommandTimeout.
 	CommandTimeout time.Duration
 	// Off is apache.reload = "none": Apply writes nothing, runs nothing
@@ -64,16 +45,6 @@ type Manager struct {
 	// offLogged.
 	applyMu   sync.Mutex
 	offLogged bool
-
-	// pend holds the latest config Schedule was given, not yet applied.
-	pend struct {
-		sync.Mutex
-		cfg *config.Config
-	}
-	kick   chan struct{}
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
 }
 
 // New builds the Manager the daemon uses: the layout detected for cfg and
@@ -95,7 +66,7 @@ func New(cfg *config.Config, log hclog.Logger) (*Manager, error) {
 	return NewManager(Options{Layout: l, Reloader: r, Logger: log}), nil
 }
 
-// NewManager starts a Manager; Close stops it.
+// NewManager returns a Manager; Close releases its reloader.
 func NewManager(o Options) *Manager {
 	if o.Reloader == nil {
 		o.Reloader = NoReload{}
@@ -103,102 +74,37 @@ func NewManager(o Options) *Manager {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
-	if o.Clock == nil {
-		o.Clock = realClock{}
-	}
-	o.Window = orDefault(o.Window, DefaultWindow)
 	o.CommandTimeout = orDefault(o.CommandTimeout, DefaultCommandTimeout)
 	m := &Manager{
 		opts:   o,
 		log:    o.Logger.Named("apache"),
 		render: RenderFiles,
-		kick:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
 	}
 	m.modules = func(ctx context.Context) (map[string]bool, error) {
 		return apacheconf.LoadedModules(ctx, o.Layout.Apachectl)
 	}
-	m.ctx, m.cancel = context.WithCancel(context.Background())
-	go m.loop()
 	return m
 }
 
 // Layout returns the layout the Manager writes to.
 func (m *Manager) Layout() Layout { return m.opts.Layout }
 
-// Close stops scheduled applies, waits for one in progress, and closes the
-// reloader.
+// Close closes the reloader.
 func (m *Manager) Close() error {
-	m.cancel()
-	<-m.done
 	if c, ok := m.opts.Reloader.(io.Closer); ok {
 		return c.Close()
 	}
 	return nil
 }
 
-// Schedule applies cfg after the coalescing window; configs scheduled within
-// one window replace each other, so a burst of changes costs one reload.
-func (m *Manager) Schedule(cfg *config.Config) {
-	m.pend.Lock()
-	m.pend.cfg = cfg
-	m.pend.Unlock()
-	select {
-	case m.kick <- struct{}{}:
-	default:
-	}
-}
-
-// loop owns the coalescing: the window opens at the first change, so a
-// steady stream of changes still applies at least once per window.
-func (m *Manager) loop() {
-	defer close(m.done)
-	for {
-		select {
-		case <-m.ctx.Done():
-			return
-		case <-m.kick:
-		}
-		select {
-		case <-m.ctx.Done():
-			return
-		case <-m.opts.Clock.After(m.opts.Window):
-		}
-		m.pend.Lock()
-		cfg := m.pend.cfg
-		m.pend.cfg = nil
-		m.pend.Unlock()
-		if cfg == nil {
-			continue
-		}
-		changed, err := m.apply(m.ctx, cfg)
-		if err != nil {
-			m.log.Error("Apache config not applied", "error", err)
-		} else if changed {
-			m.log.Info("Apache config applied", "file", m.opts.Layout.ConfigFile)
-		}
-		if m.opts.OnApply != nil {
-			m.opts.OnApply(changed, err)
-		}
-	}
-}
-
 // Apply makes Apache run RenderFiles(cfg), now: check modules, write every
 // file, enable, configtest, reload, verify; on any failure after the first
 // write the previous files are back and Apply reports why. It reports
 // changed = false, and touches nothing, when the files and links already
-// match. If Apache is
-// not running, the tested file stays for its next start and Apply returns
-// changed = true with no error. Apply drops any config Schedule holds,
-// since cfg is newer.
+// match. If Apache is not running, the tested file stays for its next
+// start and Apply returns changed = true with no error. Applies are
+// serialised: one transaction at a time.
 func (m *Manager) Apply(ctx context.Context, cfg *config.Config) (changed bool, err error) {
-	m.pend.Lock()
-	m.pend.cfg = nil
-	m.pend.Unlock()
-	return m.apply(ctx, cfg)
-}
-
-func (m *Manager) apply(ctx context.Context, cfg *config.Config) (bool, error) {
 	m.applyMu.Lock()
 	defer m.applyMu.Unlock()
 	if m.opts.Off {

@@ -52,7 +52,6 @@ backend "b" {
 			t.Fatalf("Apply = %v, %v; want false, nil", changed, err)
 		}
 	}
-	m.Schedule(cfg)
 	if _, err := os.Stat(filepath.Join(dir, "etc")); !os.IsNotExist(err) {
 		t.Errorf("reload = none created %s: %v", filepath.Join(dir, "etc"), err)
 	}

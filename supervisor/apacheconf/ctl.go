@@ -167,8 +167,7 @@ func CommandEnv(apachectl []string) []string {
 	if base != "apache2" && base != "httpd" {
 		return env
 	}
-	_, root := Locate(apachectl)
-	vars, err := ReadEnvvars(filepath.Join(root, "envvars"))
+	vars, err := ReadEnvvars(filepath.Join(FromCommand(apachectl).ServerRoot, "envvars"))
 	if err != nil {
 		return env
 	}
@@ -200,81 +199,6 @@ func Message(b []byte, n int) string {
 		return "(no output)"
 	}
 	return strings.Join(keep, "; ")
-}
-
-// Locate returns the main config file and ServerRoot an apachectl argv
-// addresses: its -f and -d flags, else the distribution's default.
-func Locate(apachectl []string) (mainFile, serverRoot string) {
-	for i := 0; i < len(apachectl); i++ {
-		a := apachectl[i]
-		var val string
-		switch {
-		case (a == "-f" || a == "-d") && i+1 < len(apachectl):
-			val = apachectl[i+1]
-			i++
-		case strings.HasPrefix(a, "-f") || strings.HasPrefix(a, "-d"):
-			val = a[2:]
-		default:
-			continue
-		}
-		if a[1] == 'f' {
-			mainFile = val
-		} else {
-			serverRoot = val
-		}
-	}
-	if serverRoot == "" {
-		switch {
-		case mainFile != "" && filepath.IsAbs(mainFile):
-			serverRoot = distroRoot()
-			if serverRoot == "" {
-				serverRoot = filepath.Dir(mainFile)
-			}
-		default:
-			serverRoot = distroRoot()
-		}
-	}
-	if mainFile == "" {
-		mainFile = defaultMain(serverRoot)
-	}
-	if !filepath.IsAbs(mainFile) && serverRoot != "" {
-		mainFile = filepath.Join(serverRoot, mainFile)
-	}
-	return mainFile, serverRoot
-}
-
-// Distribution defaults: Debian's layout first, then RHEL's.
-var distros = []struct{ root, main string }{
-	{"/etc/apache2", "apache2.conf"},
-	{"/etc/httpd", "conf/httpd.conf"},
-}
-
-func distroRoot() string {
-	for _, d := range distros {
-		if _, err := os.Stat(filepath.Join(d.root, d.main)); err == nil {
-			return d.root
-		}
-	}
-	return ""
-}
-
-func defaultMain(root string) string {
-	for _, d := range distros {
-		if d.root == root {
-			return filepath.Join(root, d.main)
-		}
-	}
-	for _, d := range distros {
-		if p := filepath.Join(root, d.main); fileExists(p) {
-			return p
-		}
-	}
-	return ""
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
 
 // ReadEnvvars reads the `export NAME=value` lines of Debian's envvars file,

@@ -95,9 +95,10 @@ func TestParseMatchesApacheIncludes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	main, root := Locate([]string{"apache2ctl"})
+	in := FromCommand([]string{"apache2ctl"})
+	main, root := in.ConfigFile, in.ServerRoot
 	if main != "/etc/apache2/apache2.conf" || root != "/etc/apache2" {
-		t.Fatalf("Locate = %q %q", main, root)
+		t.Fatalf("FromCommand = %q %q", main, root)
 	}
 	c, err := Parse(main, ParseOptions{ServerRoot: root, Vars: vars, Modules: mods})
 	if err != nil {
@@ -116,20 +117,5 @@ func TestParseMatchesApacheIncludes(t *testing.T) {
 	}
 	if rc.User.Name != "www-data" || rc.PidFile != "/var/run/apache2/apache2.pid" {
 		t.Errorf("run config via bare binary = %+v", rc)
-	}
-}
-
-func TestLocate(t *testing.T) {
-	for _, c := range []struct {
-		argv       []string
-		main, root string
-	}{
-		{[]string{"apache2", "-d", "/srv/a", "-f", "x.conf"}, "/srv/a/x.conf", "/srv/a"},
-		{[]string{"httpd", "-d/srv/b", "-f/etc/b.conf"}, "/etc/b.conf", "/srv/b"},
-	} {
-		m, r := Locate(c.argv)
-		if m != c.main || r != c.root {
-			t.Errorf("Locate(%q) = %q %q", c.argv, m, r)
-		}
 	}
 }

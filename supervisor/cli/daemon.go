@@ -29,7 +29,7 @@ stops backends and leaves the socket files in place; SIGHUP reloads the config.
 Under systemd it reports READY=1, STATUS=, RELOADING=1, STOPPING=1 and pets
 the watchdog.`,
 		flags: func(fs *flag.FlagSet) { configFlag(fs) },
-		run:   runRun,
+		run:   runDaemon,
 	}
 	commands["status"] = &command{
 		summary: "show each backend's state, pid, restarts and socket queue",
@@ -64,7 +64,7 @@ On a bad config nothing changes, the reason is printed and the exit code is 1.
 	}
 }
 
-func runRun(e *env, fs *flag.FlagSet, args []string) (int, error) {
+func runDaemon(e *env, fs *flag.FlagSet, args []string) (int, error) {
 	if len(args) > 0 {
 		return ExitFailure, usageErr("takes no arguments")
 	}

@@ -219,8 +219,8 @@ func (t *Target) has(ids ...string) bool {
 	return false
 }
 
-// doc carries one run's state.
-type doc struct {
+// checkup carries one doctor run's state.
+type checkup struct {
 	opts    Options
 	log     hclog.Logger
 	report  *Report
@@ -249,7 +249,7 @@ type doc struct {
 // Run examines Apache and every socket it proxies to. The error is non-nil
 // only when the doctor could not run at all (exit code 2).
 func Run(ctx context.Context, opts Options) (*Report, error) {
-	d := &doc{opts: opts, log: opts.Log, report: &Report{}, root: os.Geteuid() == 0, sockets: map[string]*sockState{}}
+	d := &checkup{opts: opts, log: opts.Log, report: &Report{}, root: os.Geteuid() == 0, sockets: map[string]*sockState{}}
 	if d.log == nil {
 		d.log = hclog.NewNullLogger()
 	}
@@ -302,19 +302,20 @@ func verdict(fs []Finding) string {
 	return v
 }
 
-func (d *doc) uncheck(format string, args ...any) {
+func (d *checkup) uncheck(format string, args ...any) {
 	d.report.Unchecked = append(d.report.Unchecked, fmt.Sprintf(format, args...))
 }
 
-func (d *doc) general(f Finding) { d.report.General = append(d.report.General, f) }
+func (d *checkup) general(f Finding) { d.report.General = append(d.report.General, f) }
 
 // apache learns which Apache serves, then its config, run identity and
 // modules. Every later step asks that one instance and reads its files only.
-func (d *doc) apache(ctx context.Context) error {
+func (d *checkup) apache(ctx context.Context) error {
 	hint := apacheconf.Hint{Apachectl: d.opts.Apachectl}
 	if c := d.opts.Sockvisor; c != nil && len(hint.Apachectl) == 0 {
-		hint = apacheconf.Hint{Apachectl: c.Apache.Apachectl, ConfigFile: c.Apache.ConfigFile, Unit: c.Apache.Unit}
+		hint = apacheconf.Hint{Flavor: c.Apache.Flavor, Apachectl: c.Apache.Apachectl, ConfigFile: c.Apache.ConfigFile, Unit: c.Apache.Unit}
 	}
+	hint.Running = apacheconf.Running()
 	inst, others := apacheconf.Discover(hint)
 	if len(inst.Apachectl) == 0 {
 		return fmt.Errorf("%w: neither apache2ctl nor apachectl is in PATH; pass the Apache command", ErrNoApache)
@@ -426,7 +427,7 @@ func (d *doc) apache(ctx context.Context) error {
 // apacheStopped reports that no Apache serves the diagnosed config: every
 // request fails at the TCP connect, whatever the sockets look like, so a
 // health gate must not pass.
-func (d *doc) apacheStopped(ctl []string, main, pidFile string) {
+func (d *checkup) apacheStopped(ctl []string, main, pidFile string) {
 	ev := []string{"no running Apache process reads " + main}
 	if pidFile != "" {
 		if fileExists(pidFile) {
@@ -449,12 +450,11 @@ func (d *doc) apacheStopped(ctl []string, main, pidFile string) {
 // stoppedUnit is the systemd unit that starts the diagnosed instance: the
 // sockvisor config's apache.unit, else the distribution's unit for an
 // installed instance; "" for a server run by hand from its own directory.
-func (d *doc) stoppedUnit() string {
+func (d *checkup) stoppedUnit() string {
 	if c := d.opts.Sockvisor; c != nil && c.Apache.Unit != "" {
 		return strings.TrimSuffix(c.Apache.Unit, ".service")
 	}
-	switch root := filepath.Clean(d.report.Apache.ServerRoot); {
-	case d.report.Apache.Instance != "", root == "/etc/apache2", root == "/etc/httpd":
+	if a := d.report.Apache; a.Instance != "" || (apacheconf.Instance{ServerRoot: a.ServerRoot}).Installed() {
 		return d.apacheUnit()
 	}
 	return ""
@@ -512,7 +512,7 @@ type sockState struct {
 	labelOK   bool
 }
 
-func (d *doc) target(ctx context.Context, ct apacheconf.Target) *Target {
+func (d *checkup) target(ctx context.Context, ct apacheconf.Target) *Target {
 	t := &Target{Pos: ct.Pos(), Directive: ct.Directive, Mount: ct.Mount, Balancer: ct.Balancer,
 		Socket: ct.Path, URL: ct.URL, Scheme: ct.Scheme, conf: ct, Findings: []Finding{}}
 	if o, ok := d.owners[ct.Path]; ok && o.Backend != "" {
@@ -536,7 +536,7 @@ func (d *doc) target(ctx context.Context, ct apacheconf.Target) *Target {
 }
 
 // socket examines one path once: permission walk, label, connect, probe.
-func (d *doc) socket(ctx context.Context, path string) *sockState {
+func (d *checkup) socket(ctx context.Context, path string) *sockState {
 	if s, ok := d.sockets[path]; ok {
 		return s
 	}
@@ -594,7 +594,7 @@ func (d *doc) socket(ctx context.Context, path string) *sockState {
 }
 
 // ownerHint says who should create path.
-func (d *doc) ownerHint(path string) string {
+func (d *checkup) ownerHint(path string) string {
 	o, ok := d.owners[path]
 	switch {
 	case ok && o.Backend != "":
@@ -605,7 +605,7 @@ func (d *doc) ownerHint(path string) string {
 	return "nothing in sockvisor's config, PHP-FPM pools, systemd socket units or uWSGI apps declares this path: start the backend that should listen on it, or fix the path in Apache's config"
 }
 
-func (d *doc) socketFindings(t *Target, s *sockState) {
+func (d *checkup) socketFindings(t *Target, s *sockState) {
 	w := s.walk
 	// A denial found before the walk stopped is known whatever comes next.
 	if w.Denied >= 0 {
@@ -656,7 +656,7 @@ func answers503(t *Target, errText string) string {
 	return s
 }
 
-func (d *doc) permissionFinding(t *Target, w walk) Finding {
+func (d *checkup) permissionFinding(t *Target, w walk) Finding {
 	s := w.Steps[w.Denied]
 	verb := "search (x) the directory"
 	if s.Need == "w" {
@@ -674,7 +674,7 @@ func (d *doc) permissionFinding(t *Target, w walk) Finding {
 }
 
 // permFix is the smallest change that lets Apache's user through s.
-func (d *doc) permFix(t *Target, s Step) string {
+func (d *checkup) permFix(t *Target, s Step) string {
 	u, g := d.id.User, d.id.Group
 	bit := "x"
 	if s.Need == "w" {
@@ -701,7 +701,7 @@ func (d *doc) permFix(t *Target, s Step) string {
 	return fix
 }
 
-func (d *doc) labelFinding(t *Target, s *sockState) {
+func (d *checkup) labelFinding(t *Target, s *sockState) {
 	want := httpdSocketTypes
 	if c := d.opts.Sockvisor; c != nil && c.SELinuxType != "" && strings.HasPrefix(t.Socket, c.SocketDir+"/") {
 		want = []string{c.SELinuxType}
@@ -718,7 +718,7 @@ func (d *doc) labelFinding(t *Target, s *sockState) {
 	}
 }
 
-func (d *doc) connectFindings(t *Target, s *sockState) {
+func (d *checkup) connectFindings(t *Target, s *sockState) {
 	if s.accessed && errors.Is(s.accessErr, syscall.EACCES) && !t.has(IDPermission, IDSELinuxLabel) {
 		t.add(Finding{ID: IDPermission, Severity: SevError,
 			What:     fmt.Sprintf("the kernel refuses %s's connect to %s although the file modes allow it (an LSM such as AppArmor or SELinux?); %s", d.id.User, t.Socket, answers503(t, "(13)Permission denied")),
@@ -735,7 +735,7 @@ func (d *doc) connectFindings(t *Target, s *sockState) {
 }
 
 // liveness explains a connect error other than EACCES.
-func (d *doc) liveness(t *Target, err error, ev string) {
+func (d *checkup) liveness(t *Target, err error, ev string) {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		ev2 := "sock_diag: no listening socket is bound to this path"
@@ -774,7 +774,7 @@ func backlogFix(t *Target) string {
 
 // queueCheck reports the listen queue from sock_diag: full is known when
 // a connect got EAGAIN; otherwise a queue at least half full is a warning.
-func (d *doc) queueCheck(t *Target, full bool) {
+func (d *checkup) queueCheck(t *Target, full bool) {
 	st, ok := d.diag[t.Socket]
 	if !ok {
 		return
@@ -816,7 +816,7 @@ func mismatch(scheme string, kind probe.Kind) string {
 	return "requests fail"
 }
 
-func (d *doc) protocolFindings(t *Target, s *sockState) {
+func (d *checkup) protocolFindings(t *Target, s *sockState) {
 	if !s.probed {
 		return
 	}

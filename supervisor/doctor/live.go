@@ -48,7 +48,7 @@ const statusTimeout = 10 * time.Second
 // cannot serve, and a failed Apache apply, into findings. It runs after the
 // targets were examined, so a second sock_diag sample shows whether a queue
 // grows.
-func (d *doc) live(ctx context.Context) {
+func (d *checkup) live(ctx context.Context) {
 	path := d.opts.Control
 	if path == "" && d.opts.Sockvisor != nil {
 		path = d.opts.Sockvisor.ControlSocket
@@ -92,7 +92,7 @@ func queueNow(b daemon.BackendReport, path string, diag map[string]sockdiag.Stat
 	return 0, 0, false
 }
 
-func (d *doc) backendState(ctx context.Context, b daemon.BackendReport, later map[string]sockdiag.Stat) {
+func (d *checkup) backendState(ctx context.Context, b daemon.BackendReport, later map[string]sockdiag.Stat) {
 	socks := b.Sockets
 	if len(socks) == 0 {
 		for _, q := range b.Queues {
@@ -186,7 +186,7 @@ func (d *doc) backendState(ctx context.Context, b daemon.BackendReport, later ma
 // socket-level notes it explains (a queue filling, no protocol answer), and
 // a full queue stays the one backlog-full finding, with the backend's state
 // added to it.
-func (d *doc) addLive(t *Target, f Finding, name string) {
+func (d *checkup) addLive(t *Target, f Finding, name string) {
 	if f.ID == IDNotAccepting && f.Severity == SevError {
 		for i := range t.Findings {
 			if e := &t.Findings[i]; e.ID == IDBacklogFull {
@@ -220,7 +220,7 @@ func instanceOf(b daemon.BackendReport, i int, sock string) backend.InstanceStat
 		Restarts: b.Restarts, LastExit: b.LastExit, LastError: b.LastError}
 }
 
-func (d *doc) targetsFor(sock string) []*Target {
+func (d *checkup) targetsFor(sock string) []*Target {
 	var out []*Target
 	for _, t := range d.report.Targets {
 		if t.Socket == sock {
@@ -241,7 +241,7 @@ var applyFixes = map[string]string{
 	"other":       "fix the cause the error names, then `sockvisor reload`",
 }
 
-func (d *doc) applyState(a *daemon.ApacheApply) {
+func (d *checkup) applyState(a *daemon.ApacheApply) {
 	if a == nil || a.OK {
 		return
 	}
@@ -265,14 +265,14 @@ func (d *doc) applyState(a *daemon.ApacheApply) {
 }
 
 // applyFailed reports whether the daemon's last Apache apply failed.
-func (d *doc) applyFailed() bool {
+func (d *checkup) applyFailed() bool {
 	s := d.report.Sockvisor
 	return s != nil && s.Status != nil && s.Status.LastApacheApply != nil && !s.Status.LastApacheApply.OK
 }
 
 // confirmNotAccepting makes a growing queue an error once Apache's log
 // shows connect failures or timeouts for it.
-func (d *doc) confirmNotAccepting() {
+func (d *checkup) confirmNotAccepting() {
 	for _, t := range d.report.Targets {
 		for i := range t.Findings {
 			if f := &t.Findings[i]; f.ID == IDNotAccepting && f.LogCount > 0 {
@@ -288,7 +288,7 @@ func (d *doc) confirmNotAccepting() {
 // stopped or stuck server that still holds the socket). Apache's requests
 // then hang until its Timeout. Sockets a finding already explains are
 // skipped.
-func (d *doc) unaccepted() {
+func (d *checkup) unaccepted() {
 	if d.diag == nil || d.later == nil {
 		return
 	}
@@ -323,7 +323,7 @@ func (d *doc) unaccepted() {
 // sockvisorLog returns the end of sockvisor's own log, where every
 // backend's output goes, and where it came from: Options.SockvisorLogs, or
 // the journal of sockvisor.service. It is read once; nil when unavailable.
-func (d *doc) sockvisorLog(ctx context.Context) (string, []byte) {
+func (d *checkup) sockvisorLog(ctx context.Context) (string, []byte) {
 	if d.svLogRead {
 		return d.svLogSrc, d.svLog
 	}
@@ -358,7 +358,7 @@ var outputLineRe = regexp.MustCompile(`line="((?:[^"\\]|\\.)*)"`)
 
 // backendOutput returns the last n lines a backend printed, from
 // sockvisor's log ("sockvisor.backend.NAME: output: ... line=...").
-func (d *doc) backendOutput(ctx context.Context, name string, n int) []string {
+func (d *checkup) backendOutput(ctx context.Context, name string, n int) []string {
 	_, b := d.sockvisorLog(ctx)
 	if b == nil {
 		return nil

@@ -44,7 +44,7 @@ func TestBackendStateFindings(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			tg := &Target{Socket: sock, Scheme: "http", conf: apacheconf.Target{Host: "a.invalid"}}
-			d := &doc{report: &Report{Targets: []*Target{tg}}, diag: map[string]sockdiag.Stat{sock: {Queue: c.before, Backlog: 16}}, svLogRead: true}
+			d := &checkup{report: &Report{Targets: []*Target{tg}}, diag: map[string]sockdiag.Stat{sock: {Queue: c.before, Backlog: 16}}, svLogRead: true}
 			b := daemon.BackendReport{
 				Status: backend.Status{Name: "a", State: c.state, Ready: c.ready, Sockets: []string{sock},
 					Instances: []backend.InstanceStatus{{Socket: sock, State: c.state, Ready: c.ready, Restarts: 5,
@@ -80,7 +80,7 @@ func TestBackendStateFindings(t *testing.T) {
 }
 
 func TestApplyStateNamesStepAndFix(t *testing.T) {
-	d := &doc{report: &Report{}}
+	d := &checkup{report: &Report{}}
 	d.applyState(&daemon.ApacheApply{OK: true})
 	if len(d.report.General) != 0 {
 		t.Fatalf("a successful apply is a finding: %+v", d.report.General)
@@ -95,7 +95,7 @@ func TestApplyStateNamesStepAndFix(t *testing.T) {
 	mustContain(t, "what", f.What, "still runs its previous config")
 
 	// A reload that killed Apache for good: saying it still serves would lie.
-	d = &doc{report: &Report{}}
+	d = &checkup{report: &Report{}}
 	d.applyState(&daemon.ApacheApply{Step: "apache-died", Error: "apache: Apache died on reload; Apache is down: sockvisor restored the previous config but could not start Apache again"})
 	f = d.report.General[0]
 	mustContain(t, "what", f.What, "did not start again", "every site it serves is down")

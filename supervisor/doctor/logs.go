@@ -123,7 +123,7 @@ func tail(file string, n int64) ([]byte, error) {
 
 // loadLogs reads the end of each of the instance's error logs once; php
 // and errorLogs share the lines.
-func (d *doc) loadLogs() {
+func (d *checkup) loadLogs() {
 	n := d.opts.LogTail
 	if n <= 0 {
 		n = defaultLogTail
@@ -179,7 +179,7 @@ func apacheLogTime(s string) time.Time {
 // current reports whether log line i was written under the config and
 // backends running now: after Apache's last start or reload, and recently.
 // A line without a readable time counts as current.
-func (d *doc) current(i int) bool {
+func (d *checkup) current(i int) bool {
 	t := d.logTimes[i]
 	return t.IsZero() || !t.Before(d.since)
 }
@@ -187,7 +187,7 @@ func (d *doc) current(i int) bool {
 // errorLogs attaches every proxy failure line not claimed yet to the
 // target and finding that explain it. A line about a target with no
 // matching finding now becomes a past-error note.
-func (d *doc) errorLogs() {
+func (d *checkup) errorLogs() {
 	for i, s := range d.logs {
 		if d.claimed[i] {
 			continue
@@ -200,7 +200,7 @@ func (d *doc) errorLogs() {
 	}
 }
 
-func (d *doc) attach(l logLine) {
+func (d *checkup) attach(l logLine) {
 	key := l.code
 	if l.errno != "" {
 		if _, ok := explains[key+"/"+l.errno]; ok {
@@ -218,7 +218,7 @@ func (d *doc) attach(l logLine) {
 // matchTargets finds the targets a log line is about: by socket path, else
 // by worker host, else by scheme or mount. Lines about FastCGI framing
 // carry neither, so they go to fcgi targets with a protocol mismatch.
-func (d *doc) matchTargets(l logLine, ids []string) []*Target {
+func (d *checkup) matchTargets(l logLine, ids []string) []*Target {
 	var out []*Target
 	for _, t := range d.report.Targets {
 		switch {

@@ -10,7 +10,7 @@ import (
 // start = "on-demand". The doctor never connects to one: a connection in
 // its queue is what starts an idle backend, so probing would boot every
 // idle site. An idle backend is healthy; liveness comes from sock_diag.
-func (d *doc) onDemand(path string) bool {
+func (d *checkup) onDemand(path string) bool {
 	c := d.opts.Sockvisor
 	if c == nil {
 		return false
@@ -30,7 +30,7 @@ func (d *doc) onDemand(path string) bool {
 
 // onDemandLiveness fills s from sock_diag alone: a listener bound to the
 // path is live (idle or running), none is a stale socket.
-func (d *doc) onDemandLiveness(path string, s *sockState) {
+func (d *checkup) onDemandLiveness(path string, s *sockState) {
 	if d.diag == nil {
 		return // sock_diag unavailable: unknown, and not connected to
 	}

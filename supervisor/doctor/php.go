@@ -40,7 +40,7 @@ const (
 )
 
 // php runs the checks for PHP-FPM behind Apache.
-func (d *doc) php(ctx context.Context) {
+func (d *checkup) php(ctx context.Context) {
 	d.modPHP()
 	d.fcgiRoots()
 	d.phpLogLines()
@@ -48,7 +48,7 @@ func (d *doc) php(ctx context.Context) {
 	d.sourceLeak(ctx)
 }
 
-func (d *doc) fcgiTargets() []*Target {
+func (d *checkup) fcgiTargets() []*Target {
 	var out []*Target
 	for _, t := range d.report.Targets {
 		if t.Scheme == "fcgi" {
@@ -58,7 +58,7 @@ func (d *doc) fcgiTargets() []*Target {
 	return out
 }
 
-func (d *doc) phpBackends() []*config.Backend {
+func (d *checkup) phpBackends() []*config.Backend {
 	var out []*config.Backend
 	if c := d.opts.Sockvisor; c != nil {
 		for _, b := range c.Backends {
@@ -72,14 +72,14 @@ func (d *doc) phpBackends() []*config.Backend {
 
 // instanceCmd names a Debian helper for this instance: a2dismod-NAME for
 // /etc/apache2-NAME, and its unit apache2@NAME.
-func (d *doc) instanceCmd(cmd string) string {
+func (d *checkup) instanceCmd(cmd string) string {
 	if n := d.report.Apache.Instance; n != "" {
 		return cmd + "-" + n
 	}
 	return cmd
 }
 
-func (d *doc) apacheUnit() string {
+func (d *checkup) apacheUnit() string {
 	if n := d.report.Apache.Instance; n != "" {
 		return "apache2@" + n
 	}
@@ -92,7 +92,7 @@ func (d *doc) apacheUnit() string {
 // modPHP flags mod_php loaded next to a PHP-FPM backend, as
 // `apt-get install wordpress` leaves Apache (libapache2-mod-php and
 // mpm_prefork enabled).
-func (d *doc) modPHP() {
+func (d *checkup) modPHP() {
 	if d.modules == nil || (len(d.fcgiTargets()) == 0 && len(d.phpBackends()) == 0) {
 		return
 	}
@@ -165,7 +165,7 @@ func fcgiRoot(t *Target) string {
 
 // fcgiRoots checks the document root in each ProxyPass fcgi:// URL: it must
 // exist, and match the sockvisor backend's document_root.
-func (d *doc) fcgiRoots() {
+func (d *checkup) fcgiRoots() {
 	for _, t := range d.fcgiTargets() {
 		if t.URL == "" {
 			continue
@@ -211,7 +211,7 @@ func errOrNotDir(err error) string {
 // phpLogLines explains the error-log lines PHP-FPM causes: "Primary script
 // unknown" and security.limit_extensions (both AH01071), and AH01067 from a
 // backend that speaks FastCGI (so no protocol mismatch) but hung up.
-func (d *doc) phpLogLines() {
+func (d *checkup) phpLogLines() {
 	fcgi := d.fcgiTargets()
 	if len(fcgi) == 0 {
 		return
@@ -313,7 +313,7 @@ var maxChildrenRe = regexp.MustCompile(`\[pool ([^\]]+)\] server reached (?:pm\.
 // sockvisor's backends the pool logs to stderr, which sockvisor forwards
 // into its own log (the journal, or Options.SockvisorLogs); PHP-FPM's
 // system pools log where php-fpm.conf's error_log says.
-func (d *doc) maxChildren(ctx context.Context) {
+func (d *checkup) maxChildren(ctx context.Context) {
 	type hit struct {
 		lines  []string
 		n      int
@@ -456,7 +456,7 @@ func iniValue(file, key string) string {
 // document_root that Apache maps to a URL (DocumentRoot, Alias). A 200 whose
 // body holds the file's "<?php" means Apache served the source as text:
 // nothing routes .php there to PHP-FPM.
-func (d *doc) sourceLeak(ctx context.Context) {
+func (d *checkup) sourceLeak(ctx context.Context) {
 	addr := d.httpAddr()
 	for _, b := range d.phpBackends() {
 		if b.DocumentRoot == "" {
@@ -562,7 +562,7 @@ func phpFiles(root string) []string {
 
 // urlFor maps a file to the URL path Apache serves it at: the longest
 // Alias or DocumentRoot that holds it.
-func (d *doc) urlFor(file string) (string, rootRef, bool) {
+func (d *checkup) urlFor(file string) (string, rootRef, bool) {
 	best, bestLen := rootRef{}, -1
 	for _, r := range d.roots() {
 		dir := filepath.Clean(r.Dir)
@@ -579,7 +579,7 @@ func (d *doc) urlFor(file string) (string, rootRef, bool) {
 
 type rootRef struct{ URL, Dir, VirtualHost, Pos string }
 
-func (d *doc) roots() []rootRef {
+func (d *checkup) roots() []rootRef {
 	var out []rootRef
 	for _, r := range d.conf.Roots {
 		out = append(out, rootRef{r.URL, r.Dir, r.VirtualHost, r.Pos})
@@ -592,7 +592,7 @@ func (d *doc) roots() []rootRef {
 
 // httpAddr is the first plain-HTTP Listen address, on loopback when Apache
 // listens on every address.
-func (d *doc) httpAddr() string {
+func (d *checkup) httpAddr() string {
 	for _, l := range d.conf.Listens {
 		if strings.HasSuffix(l, ":443") || l == "443" {
 			continue

@@ -24,7 +24,7 @@ func workerDirective(d string) bool {
 }
 
 // urlChecks looks at the URL after "|".
-func (d *doc) urlChecks(t *Target) {
+func (d *checkup) urlChecks(t *Target) {
 	sock := t.conf.Socket
 	switch {
 	case t.Directive == "SetHandler" && t.URL == "":
@@ -67,7 +67,7 @@ func shortenFix(t *Target, over int) string {
 
 // pathBudget checks the socket path against Apache's and the kernel's
 // limits. It returns true when no connect can succeed.
-func (d *doc) pathBudget(t *Target) bool {
+func (d *checkup) pathBudget(t *Target) bool {
 	n := len(t.Socket)
 	if n == 0 {
 		return false
@@ -101,7 +101,7 @@ var schemeModules = map[string][]string{
 	"ajp": {"proxy_ajp"}, "scgi": {"proxy_scgi"},
 }
 
-func (d *doc) moduleCheck(t *Target) {
+func (d *checkup) moduleCheck(t *Target) {
 	if d.modules == nil {
 		return
 	}
@@ -147,7 +147,7 @@ func anyLoaded(mods map[string]bool, alts []string) bool {
 
 // enableFix says how to load modules: a2enmod for Debian's layout,
 // conf.modules.d for RHEL's, else LoadModule lines in the main file.
-func (d *doc) enableFix(mods []string) string {
+func (d *checkup) enableFix(mods []string) string {
 	root := d.report.Apache.ServerRoot
 	if strings.HasPrefix(root, "/etc/apache2") {
 		return d.instanceCmd("a2enmod") + " " + strings.Join(mods, " ") + " && systemctl restart " + d.apacheUnit()
@@ -165,7 +165,7 @@ func (d *doc) enableFix(mods []string) string {
 	return "add to " + where + ": " + strings.Join(lines, "; ") + "; then " + restart
 }
 
-func (d *doc) retryCheck(t *Target) {
+func (d *checkup) retryCheck(t *Target) {
 	if t.Directive != "BalancerMember" {
 		return
 	}
@@ -183,7 +183,7 @@ func (d *doc) retryCheck(t *Target) {
 // A running Apache is asked directly: /proc/PID/root resolves paths in its
 // mount namespace, so its /tmp is ours exactly when the inodes agree.
 // Otherwise the unit file decides, for the distribution's own Apache.
-func (d *doc) privateTmp(t *Target) {
+func (d *checkup) privateTmp(t *Target) {
 	if !strings.HasPrefix(t.Socket, "/tmp/") && !strings.HasPrefix(t.Socket, "/var/tmp/") {
 		return
 	}
@@ -222,7 +222,7 @@ func tmpRoot(p string) string {
 }
 
 // unitPrivateTmp reads Apache's unit file and drop-ins for PrivateTmp=.
-func (d *doc) unitPrivateTmp() (string, bool) {
+func (d *checkup) unitPrivateTmp() (string, bool) {
 	candidates := []string{d.opts.Unit}
 	if d.opts.Unit == "" {
 		candidates = nil
@@ -277,7 +277,7 @@ func unitValue(file, key string) (string, bool) {
 // sharedWorkers finds sockets hidden behind another socket's worker:
 // Apache identifies a worker by the URL after "|" alone and routes by
 // longest prefix, so two sockets behind one scheme://host mix their traffic.
-func (d *doc) sharedWorkers() {
+func (d *checkup) sharedWorkers() {
 	ts := d.report.Targets
 	sameScope := func(a, b *Target) bool {
 		return a.conf.VirtualHost == "" || b.conf.VirtualHost == "" || a.conf.VirtualHost == b.conf.VirtualHost
@@ -318,7 +318,7 @@ func sharedFinding(a, b *Target, sev Severity, what string) Finding {
 
 // notInApache flags sockvisor backends with a mount whose socket no
 // enabled Apache directive uses.
-func (d *doc) notInApache() {
+func (d *checkup) notInApache() {
 	c := d.opts.Sockvisor
 	if c == nil {
 		return

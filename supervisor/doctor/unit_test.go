@@ -111,8 +111,8 @@ func TestResolveIdentity(t *testing.T) {
 	}
 }
 
-// targets builds a doc over targets parsed from an Apache config snippet.
-func targets(t *testing.T, src string, modules map[string]bool) *doc {
+// targets builds a checkup over targets parsed from an Apache config snippet.
+func targets(t *testing.T, src string, modules map[string]bool) *checkup {
 	t.Helper()
 	dir := t.TempDir()
 	main := filepath.Join(dir, "main.conf")
@@ -121,7 +121,7 @@ func targets(t *testing.T, src string, modules map[string]bool) *doc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &doc{report: &Report{Apache: ApacheInfo{ServerRoot: "/etc/apache2"}}, modules: modules, sockets: map[string]*sockState{}, conf: conf}
+	d := &checkup{report: &Report{Apache: ApacheInfo{ServerRoot: "/etc/apache2"}}, modules: modules, sockets: map[string]*sockState{}, conf: conf}
 	for _, ct := range conf.Targets {
 		tg := &Target{Pos: ct.Pos(), Directive: ct.Directive, Mount: ct.Mount, Balancer: ct.Balancer,
 			Socket: ct.Path, URL: ct.URL, Scheme: ct.Scheme, conf: ct}
