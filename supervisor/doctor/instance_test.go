@@ -18,6 +18,8 @@ import (
 
 	"github.com/sockvisor/sockvisor/internal/apachetest"
 	"github.com/sockvisor/sockvisor/internal/testutil"
+	"github.com/sockvisor/sockvisor/supervisor/apache"
+	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
@@ -177,6 +179,17 @@ func TestSecondDebianInstanceIsTheOneDiagnosed(t *testing.T) {
 	}
 	r := runDoctor(t, Options{Sockvisor: cfg})
 	check(r)
+	// The daemon's layout comes from the same Discover: it drives this
+	// instance, not the default one.
+	l, err := apache.DetectLayout(cfg)
+	if err != nil || l.ConfigFile != conf || l.Unit != "apache2@"+di.name+".service" {
+		t.Fatalf("daemon layout = %+v, %v; want %s and apache2@%s.service", l, err, conf, di.name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if rc, err := apacheconf.RunConfig(ctx, l.Apachectl); err != nil || rc.ServerRoot != di.root || rc.PidFile != di.pidFile() {
+		t.Errorf("the daemon's apachectl %v addresses %+v, %v; want %s with pid file %s", l.Apachectl, rc, err, di.root, di.pidFile())
+	}
 	f := wantProblem(t, r, IDSocketMissing)
 	if f.LogCount == 0 || !strings.Contains(strings.Join(f.Log, "\n"), "AH02454") {
 		t.Errorf("the instance's own log line is not attached: %+v", f)
