@@ -12,13 +12,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sockvisor/sockvisor/internal/apachetest"
+	"github.com/sockvisor/sockvisor/internal/procfs"
 )
 
 //go:embed apps/hello.py apps/index.php apps/density.py
@@ -234,14 +234,8 @@ func (e *env) killLeftovers() {
 	self := syscall.Getpgrp()
 	for range 3 {
 		groups := map[int]bool{}
-		ents, _ := os.ReadDir("/proc")
-		for _, ent := range ents {
-			pid, err := strconv.Atoi(ent.Name())
-			if err != nil || pid == os.Getpid() {
-				continue
-			}
-			cmdline, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
-			if err != nil || !bytes.Contains(cmdline, []byte(e.work)) {
+		for _, pid := range procfs.List() {
+			if pid == os.Getpid() || !strings.Contains(strings.Join(procfs.Proc.Cmdline(pid), "\x00"), e.work) {
 				continue
 			}
 			if pgid, err := syscall.Getpgid(pid); err == nil && pgid > 1 && pgid != self {

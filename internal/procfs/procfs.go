@@ -18,8 +18,19 @@ import (
 // ErrMalformed means /proc/PID/stat did not parse.
 var ErrMalformed = errors.New("procfs: malformed stat")
 
-// Stat is a process's state, parent, process group and start time.
+// Dir is the root of a proc filesystem: Proc, or a copy a test builds.
+type Dir string
+
+// Proc is the system's /proc; the package-level functions read it.
+const Proc Dir = "/proc"
+
+func (d Dir) file(pid int, name string) string {
+	return string(d) + "/" + strconv.Itoa(pid) + "/" + name
+}
+
+// Stat is a process's name, state, parent, process group and start time.
 type Stat struct {
+	Comm      string // the executable's name, at most 15 bytes
 	State     byte   // R, S, D, Z, X, ...
 	PPID      int    // parent process
 	PGID      int    // process group
@@ -30,15 +41,19 @@ type Stat struct {
 func (s Stat) Zombie() bool { return s.State == 'Z' || s.State == 'X' }
 
 // ReadStat reads /proc/PID/stat.
-func ReadStat(pid int) (Stat, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+func ReadStat(pid int) (Stat, error) { return Proc.Stat(pid) }
+
+// Stat reads PID/stat.
+func (d Dir) Stat(pid int) (Stat, error) {
+	b, err := os.ReadFile(d.file(pid, "stat"))
 	if err != nil {
 		return Stat{}, err
 	}
 	// "pid (comm) S ppid pgrp ...": comm may hold spaces and parentheses.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
+	j := strings.IndexByte(s, '(')
+	if i < 0 || j < 0 || j > i {
 		return Stat{}, ErrMalformed
 	}
 	f := strings.Fields(s[i+1:])
@@ -51,5 +66,37 @@ func ReadStat(pid int) (Stat, error) {
 	if err := errors.Join(err1, err2, err3); err != nil {
 		return Stat{}, ErrMalformed
 	}
-	return Stat{State: f[0][0], PPID: ppid, PGID: pgid, StartTime: start}, nil
+	return Stat{Comm: s[j+1 : i], State: f[0][0], PPID: ppid, PGID: pgid, StartTime: start}, nil
+}
+
+// Cmdline returns the process's argv, or nil for a kernel thread, a zombie
+// or a process that is gone.
+func (d Dir) Cmdline(pid int) []string {
+	b, err := os.ReadFile(d.file(pid, "cmdline"))
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+}
+
+// Getenv returns key's value in the environment the process was started
+// with, or "".
+func (d Dir) Getenv(pid int, key string) string {
+	b, err := os.ReadFile(d.file(pid, "environ"))
+	if err != nil {
+		return ""
+	}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// Exe returns the path of the process's executable (without the kernel's
+// " (deleted)" after an upgrade replaced it), or "".
+func (d Dir) Exe(pid int) string {
+	exe, _ := os.Readlink(d.file(pid, "exe"))
+	return strings.TrimSuffix(exe, " (deleted)")
 }

@@ -12,8 +12,11 @@ import (
 // List returns the pid of every process in /proc, in directory order, or
 // nil if /proc cannot be read. A process may exit right after it is
 // listed: callers read each one and skip those that are gone.
-func List() []int {
-	ents, err := os.ReadDir("/proc")
+func List() []int { return Proc.List() }
+
+// List returns the pid of every process in d; see List.
+func (d Dir) List() []int {
+	ents, err := os.ReadDir(string(d))
 	if err != nil {
 		return nil
 	}

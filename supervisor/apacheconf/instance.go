@@ -1,13 +1,13 @@
 package apacheconf
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
+
+	"github.com/sockvisor/sockvisor/internal/procfs"
 )
 
 // Instance is one Apache server: its config root, its main config file,
@@ -206,60 +206,38 @@ var serverBinaries = map[string]bool{"apache2": true, "httpd": true}
 // process's environment needs root; without it APACHE_CONFDIR is unseen
 // and the -d flag alone decides.
 func Running() []Instance {
-	return running("/proc", osRoot)
+	return running(procfs.Proc, osRoot)
 }
 
-func running(proc string, fs fsRoot) []Instance {
-	ents, err := os.ReadDir(proc)
-	if err != nil {
-		return nil
-	}
+func running(proc procfs.Dir, fs fsRoot) []Instance {
 	type p struct {
 		pid, ppid int
 		exe       string
 	}
 	procs := map[int]p{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+	for _, pid := range proc.List() {
+		st, err := proc.Stat(pid)
+		if err != nil || !serverBinaries[st.Comm] {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join(proc, e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...; comm may hold spaces and parentheses.
-		i := bytes.LastIndexByte(stat, ')')
-		j := bytes.IndexByte(stat, '(')
-		if i < 0 || j < 0 || j > i {
-			continue
-		}
-		comm := string(stat[j+1 : i])
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 2 || !serverBinaries[comm] {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		exe, _ := os.Readlink(filepath.Join(proc, e.Name(), "exe"))
-		procs[pid] = p{pid: pid, ppid: ppid, exe: strings.TrimSuffix(exe, " (deleted)")}
+		procs[pid] = p{pid: pid, ppid: st.PPID, exe: proc.Exe(pid)}
 	}
 	var out []Instance
 	for _, pr := range procs {
 		if _, child := procs[pr.ppid]; child {
 			continue // a worker or the forked parent's child
 		}
-		cmdline, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pr.pid), "cmdline"))
-		if err != nil || len(cmdline) == 0 {
+		argv := proc.Cmdline(pr.pid)
+		if len(argv) == 0 {
 			continue
 		}
-		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
 		bin := pr.exe
 		if bin == "" {
 			bin = argv[0]
 		}
 		root := argValue(argv, "-d")
 		if root == "" {
-			root = environValue(filepath.Join(proc, strconv.Itoa(pr.pid), "environ"), "APACHE_CONFDIR")
+			root = proc.Getenv(pr.pid, "APACHE_CONFDIR")
 		}
 		if root == "" {
 			root = distroRoot(fs)
@@ -282,20 +260,6 @@ func running(proc string, fs fsRoot) []Instance {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	return out
-}
-
-// environValue reads one variable from a /proc/PID/environ file.
-func environValue(file, key string) string {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return ""
-	}
-	for _, kv := range strings.Split(string(b), "\x00") {
-		if v, ok := strings.CutPrefix(kv, key+"="); ok {
-			return v
-		}
-	}
-	return ""
 }
 
 // Same reports whether two instances are one server: the same config

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sockvisor/sockvisor/internal/procfs"
 )
 
 // fakeProc writes /proc/PID/{stat,cmdline,environ} for one process.
@@ -16,7 +18,7 @@ func fakeProc(t *testing.T, proc string, pid, ppid int, comm string, argv, env [
 		t.Fatal(err)
 	}
 	files := map[string]string{
-		"stat":    itoa(pid) + " (" + comm + ") S " + itoa(ppid) + " 1 1 0 -1",
+		"stat":    itoa(pid) + " (" + comm + ") S " + itoa(ppid) + " 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 100",
 		"cmdline": strings.Join(argv, "\x00") + "\x00",
 		"environ": strings.Join(env, "\x00") + "\x00",
 	}
@@ -40,7 +42,7 @@ func TestRunningFindsMainProcessesAndTheirRoots(t *testing.T) {
 	fakeProc(t, proc, 300, 1, "apache2", []string{"/usr/sbin/apache2", "-d", "/tmp/x", "-f", "/tmp/x/main.conf", "-DFOREGROUND"}, nil)
 	fakeProc(t, proc, 400, 1, "bash", []string{"bash"}, nil)
 
-	got := running(proc, osRoot)
+	got := running(procfs.Dir(proc), osRoot)
 	if len(got) != 3 {
 		t.Fatalf("running = %+v, want 3 main processes", got)
 	}
