@@ -73,12 +73,12 @@ func fromCommand(fs fsRoot, apachectl []string) Instance {
 		return in
 	}
 	base := filepath.Base(apachectl[0])
-	if name, ok := strings.CutPrefix(base, "apache2ctl-"); ok && name != "" && !hasArg(apachectl, "-d") {
+	if name, ok := strings.CutPrefix(base, "apache2ctl-"); ok && name != "" && !HasArg(apachectl, "-d") {
 		root := debianInstancePrefix + name
 		in.ServerRoot, in.ConfigFile, in.Name = root, mainIn(fs, root, argValue(apachectl, "-f")), name
 		return in
 	}
-	if (base == "apache2ctl" || base == "apachectl") && !hasArg(apachectl, "-d") {
+	if (base == "apache2ctl" || base == "apachectl") && !HasArg(apachectl, "-d") {
 		if dir := os.Getenv("APACHE_CONFDIR"); dir != "" {
 			in.ServerRoot, in.ConfigFile, in.Name = dir, mainIn(fs, dir, argValue(apachectl, "-f")), instanceName(dir)
 			return in
@@ -174,7 +174,12 @@ func mainIn(fs fsRoot, root, file string) string {
 	return filepath.Join(root, "apache2.conf")
 }
 
-func hasArg(argv []string, flag string) bool {
+// HasArg reports whether a command line (argv[0] aside) passes flag, as
+// "-f FILE" or "-fFILE".
+func HasArg(argv []string, flag string) bool {
+	if len(argv) == 0 {
+		return false
+	}
 	for _, a := range argv[1:] {
 		if strings.HasPrefix(a, flag) {
 			return true

@@ -224,6 +224,7 @@ type checkup struct {
 	opts    Options
 	log     hclog.Logger
 	report  *Report
+	inst    apacheconf.Instance // the Apache diagnosed, as Discover chose it
 	conf    *apacheconf.Config
 	rc      apacheconf.RunCfg
 	modules map[string]bool
@@ -317,13 +318,14 @@ func (d *checkup) apache(ctx context.Context) error {
 	}
 	hint.Running = apacheconf.Running()
 	inst, others := apacheconf.Discover(hint)
+	d.inst = inst
 	if len(inst.Apachectl) == 0 {
 		return fmt.Errorf("%w: neither apache2ctl nor apachectl is in PATH; pass the Apache command", ErrNoApache)
 	}
 	ctl, main, root := inst.Apachectl, inst.ConfigFile, inst.ServerRoot
 	if d.opts.ConfigFile != "" {
 		main = d.opts.ConfigFile
-		if !hasFlag(ctl, "-f") {
+		if !apacheconf.HasArg(ctl, "-f") {
 			// Ask Apache about the same file we parse.
 			ctl = append(append([]string{}, ctl...), "-f", main)
 		}
@@ -454,7 +456,7 @@ func (d *checkup) stoppedUnit() string {
 	if c := d.opts.Sockvisor; c != nil && c.Apache.Unit != "" {
 		return strings.TrimSuffix(c.Apache.Unit, ".service")
 	}
-	if a := d.report.Apache; a.Instance != "" || (apacheconf.Instance{ServerRoot: a.ServerRoot}).Installed() {
+	if d.inst.Installed() {
 		return d.apacheUnit()
 	}
 	return ""
@@ -477,15 +479,6 @@ func apachePID(pidFile string) int {
 		return 0
 	}
 	return pid
-}
-
-func hasFlag(argv []string, flag string) bool {
-	for _, a := range argv {
-		if strings.HasPrefix(a, flag) {
-			return true
-		}
-	}
-	return false
 }
 
 func fileExists(p string) bool {

@@ -79,12 +79,11 @@ func (d *checkup) instanceCmd(cmd string) string {
 	return cmd
 }
 
+// apacheUnit is the systemd unit of the diagnosed Apache, for the fixes
+// (apache2@NAME for Debian's second instance).
 func (d *checkup) apacheUnit() string {
-	if n := d.report.Apache.Instance; n != "" {
-		return "apache2@" + n
-	}
-	if d.report.Apache.ServerRoot == "/etc/httpd" {
-		return "httpd"
+	if u := strings.TrimSuffix(d.inst.Unit, ".service"); u != "" {
+		return u
 	}
 	return "apache2"
 }

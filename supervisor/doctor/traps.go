@@ -202,8 +202,7 @@ func (d *checkup) privateTmp(t *Target) {
 			return
 		}
 	}
-	root := d.report.Apache.ServerRoot
-	if d.opts.Unit == "" && root != "/etc/apache2" && root != "/etc/httpd" && d.report.Apache.Instance == "" {
+	if d.opts.Unit == "" && !d.inst.Installed() {
 		return // not the distribution's Apache: its unit says nothing here
 	}
 	if unit, on := d.unitPrivateTmp(); on {
