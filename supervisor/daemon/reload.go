@@ -41,12 +41,12 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		}
 		return fmt.Errorf("reload abandoned: %w", errStopping)
 	}
-	d.counts.configReloads.Add(1)
 	d.mu.Lock()
 	if err != nil {
 		d.counts.configReloadFailures.Add(1)
 		d.lastReloadErr = err.Error()
 	} else {
+		d.counts.configReloadsOK.Add(1)
 		d.lastReloadErr = ""
 	}
 	d.mu.Unlock()
