@@ -19,7 +19,8 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
-// TestMain lets the test binary play a client running as another user.
+// TestMain lets the test binary play a client running as another user;
+// otherwise it runs the tests and checks for leaks (testutil.Main).
 func TestMain(m *testing.M) {
 	if path := os.Getenv("SV_CONTROL_CLIENT"); path != "" {
 		_, err := NewClient(path).Status(context.Background())
@@ -31,7 +32,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	testutil.Main(m)
 }
 
 type fakeDaemon struct{ restarted string }

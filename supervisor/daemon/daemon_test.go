@@ -26,10 +26,11 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/shim"
 )
 
-// TestMain lets the test binary serve as sockvisor's exec shim.
+// TestMain lets the test binary serve as sockvisor's exec shim; otherwise
+// it runs the tests and checks for leaks (testutil.Main).
 func TestMain(m *testing.M) {
 	testutil.RunRole(shim.Arg, shim.Main)
-	os.Exit(m.Run())
+	testutil.Main(m)
 }
 
 type harness struct {
