@@ -19,9 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sockvisor/sockvisor/internal/testutil"
-	"github.com/sockvisor/sockvisor/supervisor/apache"
-	"github.com/sockvisor/sockvisor/supervisor/config"
-	"github.com/sockvisor/sockvisor/supervisor/control"
 )
 
 // reloadCounts gathers sockvisor_config_reloads_total from reg.
@@ -71,28 +68,7 @@ func TestMetricsReloadCountersNeverDecrease(t *testing.T) {
 		}
 	}
 	write(good)
-	d, err := New(Options{
-		ConfigPath: cfg,
-		Log:        testutil.Logger("sockvisor", hclog.Warn),
-		Executable: os.Args[0],
-		StateDir:   filepath.Join(dir, "state"),
-		Apache: func(*config.Config, hclog.Logger) (*apache.Manager, error) {
-			return nil, errors.New("no Apache in this test")
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	c := control.NewClient(filepath.Join(dir, "ctl"))
+	d, c, stopped := runWithoutApache(t, dir, cfg, hclog.Warn)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var st StatusReport
@@ -107,8 +83,8 @@ func TestMetricsReloadCountersNeverDecrease(t *testing.T) {
 			t.Fatalf("sockvisor not running within 30 s: phase %q, %v", st.Phase, err)
 		}
 		select {
-		case err := <-done:
-			t.Fatalf("Run returned before running: %v", err)
+		case <-stopped:
+			t.Fatal("Run returned before sockvisor was running")
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
