@@ -27,6 +27,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sockvisor/sockvisor/internal/errmark"
 	"github.com/sockvisor/sockvisor/supervisor/apache"
 	"github.com/sockvisor/sockvisor/supervisor/backend"
 	"github.com/sockvisor/sockvisor/supervisor/config"
@@ -574,4 +575,16 @@ func (d *Daemon) untilStop(ctx context.Context) (context.Context, context.Cancel
 	return ctx, cancel
 }
 
-var errStopping = errors.New("sockvisor is stopping; try again once it has restarted")
+// errStopping marks a request refused or abandoned because sockvisor is
+// stopping; callers get it from stoppingErr, in the sentence users read.
+var errStopping = errors.New("daemon: stopping")
+
+// stoppingErr is errStopping as the client prints it, after what ("reload
+// abandoned") unless what is "".
+func stoppingErr(what string) error {
+	msg := "sockvisor is stopping; try again once it has restarted"
+	if what != "" {
+		msg = what + ": " + msg
+	}
+	return errmark.Mark(errors.New(msg), errStopping)
+}

@@ -40,14 +40,14 @@ func (d *Daemon) lookup(name string) (*supervised, error) {
 // StartBackend and StopBackend go through it.
 func (d *Daemon) backendCall(ctx context.Context, name string, f func(*supervised, context.Context) error) error {
 	if d.closing.Load() {
-		return errStopping
+		return stoppingErr("")
 	}
 	ctx, cancel := d.untilStop(ctx)
 	defer cancel()
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	if d.closing.Load() {
-		return errStopping
+		return stoppingErr("")
 	}
 	sv, err := d.lookup(name)
 	if err != nil {
@@ -55,7 +55,7 @@ func (d *Daemon) backendCall(ctx context.Context, name string, f func(*supervise
 	}
 	err = f(sv, ctx)
 	if err != nil && d.closing.Load() {
-		return fmt.Errorf("request for %q abandoned: %w", name, errStopping)
+		return stoppingErr(fmt.Sprintf("request for %q abandoned", name))
 	}
 	return err
 }

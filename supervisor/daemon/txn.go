@@ -238,7 +238,7 @@ func (t *txn) fail(ctx context.Context, err error) error {
 		// so the whole stop takes one stop_timeout, not two.
 		d.bg.Add(1)
 		go func() { defer d.bg.Done(); undo() }()
-		return fmt.Errorf("reload abandoned: %w", errStopping)
+		return stoppingErr("reload abandoned")
 	}
 	undo()
 	for _, sv := range t.displaced {
