@@ -40,8 +40,9 @@ func TestLeftoversMappedAndRetired(t *testing.T) {
 	}
 	graceful := start("exec sleep 60")
 	stubborn := start("trap '' TERM; while :; do sleep 0.1; done")
-	// Retiring must find the graceful one already sleep itself and the
-	// stubborn one already ignoring SIGTERM, else both die of SIGTERM.
+	// Retiring must find the stubborn one already ignoring SIGTERM (else
+	// it dies of SIGTERM, not of the SIGKILL after stop_timeout), and the
+	// graceful one already exec'd into sleep, the process meant.
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
