@@ -28,8 +28,10 @@ lint:
 
 # Unit and integration tests with the race detector; the real-node test in
 # test/node boots its own systemd node and needs the packages built first.
+# GODEBUG=execwait=2: an exec.Cmd started and never waited for panics, with
+# the stack that created it, once collected (testutil.Main collects).
 test: deps lint
-	$(GO) test -race -count=1 -timeout 45m ./...
+	GODEBUG=execwait=2 $(GO) test -race -count=1 -timeout 45m ./...
 
 bench: deps build
 	$(GO) run ./bench -bin $(BIN)

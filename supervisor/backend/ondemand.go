@@ -29,11 +29,11 @@ const StateIdle State = "idle"
 var (
 	// ErrIdle means a restart or reload found every instance idle: there
 	// is no process to replace, and the next connection starts the new one.
-	ErrIdle = errors.New("backend is idle")
+	ErrIdle = errors.New("backend: idle")
 	// ErrNotIdle means Start found every instance already running.
-	ErrNotIdle = errors.New("backend is already running")
+	ErrNotIdle = errors.New("backend: already running")
 	// ErrEager means Start or Idle was asked of a backend with start = "eager".
-	ErrEager = errors.New("backend starts eagerly")
+	ErrEager = errors.New("backend: starts eagerly")
 )
 
 // ColdStartBuckets are the bounds, in seconds, of the cold-start histogram.

@@ -19,11 +19,13 @@ import (
 // TestMain lets the test binary be sockvisor itself: with SV_CLI_MAIN set, or
 // as the exec shim (whose environment is an allow-list that drops
 // SV_CLI_MAIN), it runs Main on its arguments, so `run` is tested for real.
+// Otherwise it runs the tests and fails the run on leaked goroutines or
+// child processes (testutil.Main).
 func TestMain(m *testing.M) {
 	if os.Getenv("SV_CLI_MAIN") == "1" || (len(os.Args) > 1 && os.Args[1] == "exec-shim") {
 		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	testutil.Main(m)
 }
 
 func run(args ...string) (code int, stdout, stderr string) {

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sockvisor/sockvisor/internal/errmark"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/control"
 	"github.com/sockvisor/sockvisor/supervisor/daemon"
@@ -102,7 +103,7 @@ func client(fs *flag.FlagSet) (*control.Client, int, error) {
 	path := config.Path(fs.Lookup("config").Value.String())
 	if explicitConfig(fs) != "" {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			return nil, ExitFailure, fmt.Errorf("%w: %s does not exist; pass the config file sockvisor run uses with --config", config.ErrNotFound, path)
+			return nil, ExitFailure, errmark.Mark(fmt.Errorf("config file not found: %s does not exist; pass the config file sockvisor run uses with --config", path), config.ErrNotFound)
 		}
 	}
 	return control.NewClient(config.PeekControlSocket(path)), ExitOK, nil

@@ -101,3 +101,20 @@ func TestStatusMissingConfig(t *testing.T) {
 		t.Errorf("reload with $SOCKVISOR_CONFIG missing: exit %d %q", code, errOut)
 	}
 }
+
+// A missing config file is config.ErrNotFound, whose text names its
+// package, while the user reads the same sentence as before.
+func TestMissingConfigSentence(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nonexistent.hcl")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "--config", missing}, "config file not found: " + missing + " does not exist; pass the config file sockvisor run uses with --config\n"},
+		{[]string{"check", "--config", missing}, "config file not found: " + missing + " does not exist; create it (examples are in /usr/share/doc/sockvisor/examples/) or pass --config\n"},
+	} {
+		if code, _, errOut := run(c.args...); code != ExitFailure || !strings.HasSuffix(errOut, c.want) {
+			t.Errorf("%v: exit %d, stderr %q; want it to end in %q", c.args, code, errOut, c.want)
+		}
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sockvisor/sockvisor/internal/errmark"
 )
 
 // DefaultPath is where Load looks when neither --config nor SOCKVISOR_CONFIG is set.
@@ -35,9 +37,9 @@ const (
 // Sentinel errors. Load wraps them, so callers test with errors.Is.
 var (
 	// ErrNotFound means the config file does not exist.
-	ErrNotFound = errors.New("config file not found")
+	ErrNotFound = errors.New("config: file not found")
 	// ErrInvalid means the file exists but its content is wrong.
-	ErrInvalid = errors.New("invalid config")
+	ErrInvalid = errors.New("config: invalid")
 )
 
 // Mode is a permission mode as written in the config: an octal string such as
@@ -246,7 +248,7 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s does not exist; create it (examples are in /usr/share/doc/sockvisor/examples/) or pass --config", ErrNotFound, path)
+		return nil, errmark.Mark(fmt.Errorf("config file not found: %s does not exist; create it (examples are in /usr/share/doc/sockvisor/examples/) or pass --config", path), ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot read config %s: %w; check its permissions (sockvisor runs as root)", path, err)

@@ -24,18 +24,28 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/errmark"
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
-// Sentinel errors for clients and for Listen.
+// Sentinel errors for clients and for Listen. The errors that match them
+// carry a sentence of their own for the user (see errmark).
 var (
-	ErrNotRunning     = errors.New("sockvisor is not running")
-	ErrNotAllowed     = errors.New("the control API is root-only")
-	ErrAlreadyRunning = errors.New("another sockvisor is already running")
+	// ErrNotRunning means no daemon answers on the control socket.
+	ErrNotRunning = errors.New("control: not running")
+	// ErrNotAllowed means the caller is not root.
+	ErrNotAllowed = errors.New("control: not allowed")
+	// ErrAlreadyRunning means another sockvisor serves the control socket.
+	ErrAlreadyRunning = errors.New("control: already running")
 	// ErrRefused marks an answer in which the daemon declined the request
 	// (unknown backend, bad config); other client errors are transport ones.
-	ErrRefused = errors.New("refused")
+	ErrRefused = errors.New("control: refused")
 )
+
+// errRootOnly is ErrNotAllowed as a refused caller reads it.
+func errRootOnly() error {
+	return errmark.Mark(errors.New("the control API is root-only; run the command as root (sudo)"), ErrNotAllowed)
+}
 
 // Response is the JSON body of every answer. Error is set when OK is false.
 type Response struct {
@@ -156,7 +166,7 @@ func (s *Server) rootOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if uid, _ := r.Context().Value(peerKey{}).(int); uid != 0 {
 			s.log.Warn("control request refused", "peer_uid", uid, "path", r.URL.Path)
-			reply(w, http.StatusForbidden, nil, fmt.Errorf("%w; run the command as root (sudo)", ErrNotAllowed))
+			reply(w, http.StatusForbidden, nil, errRootOnly())
 			return
 		}
 		s.log.Debug("control request", "method", r.Method, "path", r.URL.Path)
@@ -266,9 +276,9 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 	resp, err := c.http.Do(req)
 	switch {
 	case errors.Is(err, syscall.ENOENT), errors.Is(err, syscall.ECONNREFUSED):
-		return nil, fmt.Errorf("%w: no daemon answers on %s; start it with `systemctl start sockvisor` (or `sockvisor run`)", ErrNotRunning, c.path)
+		return nil, errmark.Mark(fmt.Errorf("sockvisor is not running: no daemon answers on %s; start it with `systemctl start sockvisor` (or `sockvisor run`)", c.path), ErrNotRunning)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return nil, fmt.Errorf("%w: permission denied on %s; run the command as root (sudo)", ErrNotAllowed, c.path)
+		return nil, errmark.Mark(fmt.Errorf("the control API is root-only: permission denied on %s; run the command as root (sudo)", c.path), ErrNotAllowed)
 	case err != nil:
 		return nil, fmt.Errorf("talking to sockvisor on %s: %w", c.path, err)
 	}
@@ -288,7 +298,7 @@ func (c *Client) call(ctx context.Context, method, path string) (json.RawMessage
 	}
 	if !r.OK {
 		if resp.StatusCode == http.StatusForbidden {
-			return nil, fmt.Errorf("%w; run the command as root (sudo)", ErrNotAllowed)
+			return nil, errRootOnly()
 		}
 		return nil, refusal{r.Error}
 	}

@@ -19,19 +19,20 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
-// TestMain lets the test binary play a client running as another user.
+// TestMain lets the test binary play a client running as another user;
+// otherwise it runs the tests and checks for leaks (testutil.Main).
 func TestMain(m *testing.M) {
 	if path := os.Getenv("SV_CONTROL_CLIENT"); path != "" {
 		_, err := NewClient(path).Status(context.Background())
 		switch {
 		case errors.Is(err, ErrNotAllowed):
-			fmt.Print("not-allowed")
+			fmt.Print("not-allowed: ", err)
 		default:
 			fmt.Printf("other: %v", err)
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	testutil.Main(m)
 }
 
 type fakeDaemon struct{ restarted string }
@@ -102,8 +103,13 @@ func TestRoundTrip(t *testing.T) {
 
 func TestNotRunningAndStale(t *testing.T) {
 	path := filepath.Join(testutil.ShortDir(t), "ctl")
-	if _, err := NewClient(path).Status(context.Background()); !errors.Is(err, ErrNotRunning) {
+	_, err := NewClient(path).Status(context.Background())
+	if !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("Call without daemon = %v", err)
+	}
+	// The sentinel names the package; the user reads the sentence.
+	if want := "sockvisor is not running: no daemon answers on " + path + "; start it with `systemctl start sockvisor` (or `sockvisor run`)"; err.Error() != want {
+		t.Errorf("Call without daemon says %q, want %q", err, want)
 	}
 	// A regular file where the socket should be is refused and kept.
 	os.WriteFile(path, []byte("keep"), 0o644)
@@ -132,11 +138,22 @@ func TestNonRootRefused(t *testing.T) {
 		}
 		return string(out)
 	}
-	if got := asNobody(); got != "not-allowed" {
-		t.Errorf("nobody through 0600 = %q", got)
+	want := "not-allowed: the control API is root-only: permission denied on " + path + "; run the command as root (sudo)"
+	if got := asNobody(); got != want {
+		t.Errorf("nobody through 0600 = %q, want %q", got, want)
 	}
 	os.Chmod(path, 0o666)
-	if got := asNobody(); got != "not-allowed" {
-		t.Errorf("nobody through SO_PEERCRED = %q", got)
+	want = "not-allowed: the control API is root-only; run the command as root (sudo)"
+	if got := asNobody(); got != want {
+		t.Errorf("nobody through SO_PEERCRED = %q, want %q", got, want)
+	}
+}
+
+// Every sentinel's text names the package, as the other packages' do.
+func TestSentinelsNameThePackage(t *testing.T) {
+	for _, err := range []error{ErrNotRunning, ErrNotAllowed, ErrAlreadyRunning, ErrRefused} {
+		if !strings.HasPrefix(err.Error(), "control: ") {
+			t.Errorf("sentinel %q does not start with \"control: \"", err)
+		}
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sockvisor/sockvisor/internal/errmark"
 	"github.com/sockvisor/sockvisor/supervisor/apache"
 	"github.com/sockvisor/sockvisor/supervisor/backend"
 	"github.com/sockvisor/sockvisor/supervisor/config"
@@ -67,13 +68,13 @@ type Daemon struct {
 	// Run's goroutine uses it (housekeep, then shutdown once it stopped).
 	state *stateWriter
 
-	mu    sync.Mutex // guards the fields below
-	cfg   *config.Config
-	socks map[string]*sockets.Listener // by socket name
-	procs map[string]*proc             // by backend name
-	// starting are the processes start-up started and waits for, until it
-	// moves them to procs; status shows them meanwhile.
-	starting []*proc
+	mu       sync.Mutex // guards the fields below
+	cfg      *config.Config
+	socks    map[string]*sockets.Listener // by socket name
+	backends map[string]*supervised       // by backend name
+	// starting are the backends start-up started and waits for, until it
+	// moves them to backends; status shows them meanwhile.
+	starting []*supervised
 	apache   *apache.Manager
 	// lastReloadErr is shown in status until a reload succeeds.
 	lastReloadErr string
@@ -83,11 +84,12 @@ type Daemon struct {
 	counts counters
 }
 
-// proc is one started backend and the goroutine that runs it.
-type proc struct {
+// supervised is one started backend: its supervisor (which owns the
+// backend's OS processes) and the goroutine that runs it.
+type supervised struct {
 	cfg    *config.Backend
 	gen    *config.Config // the config cfg is part of
-	p      *backend.Backend
+	sup    *backend.Backend
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Run returned
 }
@@ -113,13 +115,13 @@ func New(opts Options) (*Daemon, error) {
 		opts.Apache = defaultApache
 	}
 	return &Daemon{
-		opts:   opts,
-		log:    opts.Log,
-		notify: notify.New(),
-		cfg:    cfg,
-		socks:  map[string]*sockets.Listener{},
-		procs:  map[string]*proc{},
-		phase:  "starting",
+		opts:     opts,
+		log:      opts.Log,
+		notify:   notify.New(),
+		cfg:      cfg,
+		socks:    map[string]*sockets.Listener{},
+		backends: map[string]*supervised{},
+		phase:    "starting",
 	}, nil
 }
 
@@ -364,10 +366,10 @@ func (d *Daemon) listenersFor(b *config.Backend) []*sockets.Listener {
 func (d *Daemon) backendSockets(b *config.Backend) []backend.Socket {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	holder := map[string]*proc{}
-	for _, p := range d.procs {
-		for _, s := range p.cfg.Sockets {
-			holder[s.Name] = p
+	holder := map[string]*supervised{}
+	for _, sv := range d.backends {
+		for _, s := range sv.cfg.Sockets {
+			holder[s.Name] = sv
 		}
 	}
 	out := make([]backend.Socket, 0, len(b.Sockets))
@@ -408,38 +410,39 @@ func (s sharedSocket) SetBlocking() error {
 	}
 }
 
-// startProc starts the owner goroutine of b, a backend of cfg.
-func (d *Daemon) startProc(cfg *config.Config, b *config.Backend) *proc {
+// startSupervised starts the owner goroutine of b, a backend of cfg.
+func (d *Daemon) startSupervised(cfg *config.Config, b *config.Backend) *supervised {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &proc{cfg: b, gen: cfg, cancel: cancel, done: make(chan struct{})}
-	p.p = d.newProcess(cfg, b, d.backendSockets(b))
+	sv := &supervised{cfg: b, gen: cfg, cancel: cancel, done: make(chan struct{})}
+	sv.sup = d.newBackend(cfg, b, d.backendSockets(b))
 	go func() {
-		defer close(p.done)
-		if err := p.p.Run(ctx); err != nil && ctx.Err() == nil {
+		defer close(sv.done)
+		if err := sv.sup.Run(ctx); err != nil && ctx.Err() == nil {
 			d.log.Error("backend supervisor ended", "backend", b.Name, "error", err)
 		}
 	}()
-	return p
+	return sv
 }
 
-// waitReady waits for every proc, each bounded by its ready.timeout (the
-// backend reports a failed start sooner), and returns one error per proc;
+// waitReady waits for every backend of svs, each bounded by its
+// ready.timeout (the backend reports a failed start sooner), and returns one
+// error per backend;
 // the caller decides what an unready backend means.
-func (d *Daemon) waitReady(ctx context.Context, ps []*proc) []error {
-	errs := make([]error, len(ps))
+func (d *Daemon) waitReady(ctx context.Context, svs []*supervised) []error {
+	errs := make([]error, len(svs))
 	var wg sync.WaitGroup
-	for i, p := range ps {
+	for i, sv := range svs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			// Time to start, plus the probe budget.
-			rctx, cancel := context.WithTimeout(ctx, p.cfg.Ready.Timeout+5*time.Second)
+			rctx, cancel := context.WithTimeout(ctx, sv.cfg.Ready.Timeout+5*time.Second)
 			defer cancel()
-			if err := p.p.WaitReady(rctx); err != nil {
+			if err := sv.sup.WaitReady(rctx); err != nil {
 				// The backend's error names it and says why.
 				errs[i] = err
 				if ctx.Err() == nil {
-					d.log.Warn("backend not ready", "backend", p.cfg.Name, "error", err)
+					d.log.Warn("backend not ready", "backend", sv.cfg.Name, "error", err)
 				}
 			}
 		}()
@@ -448,20 +451,21 @@ func (d *Daemon) waitReady(ctx context.Context, ps []*proc) []error {
 	return errs
 }
 
-// stopProcs stops each proc (in parallel) and waits for its goroutine.
-func (d *Daemon) stopProcs(ps []*proc) {
+// stopSupervised stops each backend of svs (in parallel) and waits for its
+// goroutine.
+func (d *Daemon) stopSupervised(svs []*supervised) {
 	var wg sync.WaitGroup
-	for _, p := range ps {
+	for _, sv := range svs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), p.cfg.StopTimeout+10*time.Second)
+			sctx, cancel := context.WithTimeout(context.Background(), sv.cfg.StopTimeout+10*time.Second)
 			defer cancel()
-			if err := p.p.Stop(sctx); err != nil {
-				d.log.Error("stopping backend", "backend", p.cfg.Name, "error", err)
+			if err := sv.sup.Stop(sctx); err != nil {
+				d.log.Error("stopping backend", "backend", sv.cfg.Name, "error", err)
 			}
-			p.cancel()
-			<-p.done
+			sv.cancel()
+			<-sv.done
 		}()
 	}
 	wg.Wait()
@@ -474,13 +478,13 @@ func (d *Daemon) shutdown() {
 	d.notify.Stopping()
 	d.mu.Lock()
 	d.phase = "stopping"
-	var ps []*proc
-	for _, p := range d.procs {
-		ps = append(ps, p)
+	var svs []*supervised
+	for _, sv := range d.backends {
+		svs = append(svs, sv)
 	}
-	d.procs = map[string]*proc{}
+	d.backends = map[string]*supervised{}
 	d.mu.Unlock()
-	d.stopProcs(ps)
+	d.stopSupervised(svs)
 	// A reload cut short by the stop rolls back alongside.
 	d.bg.Wait()
 	d.removeState()
@@ -521,10 +525,10 @@ func (d *Daemon) applyApache(ctx context.Context, cfg *config.Config) error {
 func (d *Daemon) summary() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	ready, total := 0, len(d.procs)
+	ready, total := 0, len(d.backends)
 	var bad []string
-	for name, p := range d.procs {
-		if st := p.p.Status(); st.Ready || st.Serving() {
+	for name, sv := range d.backends {
+		if st := sv.sup.Status(); st.Ready || st.Serving() {
 			ready++
 		} else {
 			bad = append(bad, name)
@@ -546,16 +550,16 @@ func (d *Daemon) summary() string {
 // fails as soon as the backend reports the new process failed, with the
 // backend's own reason, and the old process keeps serving.
 func (d *Daemon) Restart(ctx context.Context, name string) error {
-	err := d.backendCall(ctx, name, func(p *proc, ctx context.Context) error {
+	err := d.backendCall(ctx, name, func(sv *supervised, ctx context.Context) error {
 		d.log.Info("restarting backend", "backend", name)
 		// The new process is probed on the path: a deleted one is put back
 		// first, as housekeeping would, which waits while we hold reloadMu.
-		for _, l := range d.listenersFor(p.cfg) {
+		for _, l := range d.listenersFor(sv.cfg) {
 			if l != nil {
 				d.restorePath(name, l, map[string]string{})
 			}
 		}
-		return p.p.Restart(ctx)
+		return sv.sup.Restart(ctx)
 	})
 	// The backend's error names it, the failure and the old process's fate.
 	return idleNotice(name, err)
@@ -571,4 +575,16 @@ func (d *Daemon) untilStop(ctx context.Context) (context.Context, context.Cancel
 	return ctx, cancel
 }
 
-var errStopping = errors.New("sockvisor is stopping; try again once it has restarted")
+// errStopping marks a request refused or abandoned because sockvisor is
+// stopping; callers get it from stoppingErr, in the sentence users read.
+var errStopping = errors.New("daemon: stopping")
+
+// stoppingErr is errStopping as the client prints it, after what ("reload
+// abandoned") unless what is "".
+func stoppingErr(what string) error {
+	msg := "sockvisor is stopping; try again once it has restarted"
+	if what != "" {
+		msg = what + ": " + msg
+	}
+	return errmark.Mark(errors.New(msg), errStopping)
+}

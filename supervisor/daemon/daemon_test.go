@@ -26,10 +26,11 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/shim"
 )
 
-// TestMain lets the test binary serve as sockvisor's exec shim.
+// TestMain lets the test binary serve as sockvisor's exec shim; otherwise
+// it runs the tests and checks for leaks (testutil.Main).
 func TestMain(m *testing.M) {
 	testutil.RunRole(shim.Arg, shim.Main)
-	os.Exit(m.Run())
+	testutil.Main(m)
 }
 
 type harness struct {
@@ -94,7 +95,13 @@ func newHarnessIn(t *testing.T, dir, backends string) *harness {
 	go func() { h.done <- d.Run(ctx) }()
 	t.Cleanup(h.stop)
 	h.client = control.NewClient(filepath.Join(dir, "ctl"))
+	// Start-up waits at most for the slowest ready.timeout (30 s by
+	// default) plus the probe budget; twice that is a hang.
+	deadline := time.Now().Add(90 * time.Second)
 	for st := h.waitStatus(); st.Phase != "running"; st = h.waitStatus() {
+		if time.Now().After(deadline) {
+			t.Fatalf("sockvisor still in phase %q after 90 s, backends: %+v\n%s", st.Phase, st.Backends, h.apache.Log())
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	return h

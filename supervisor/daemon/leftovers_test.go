@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -41,7 +43,27 @@ func TestLeftoversMappedAndRetired(t *testing.T) {
 	}
 	graceful := start("exec sleep 60")
 	stubborn := start("trap '' TERM; while :; do sleep 0.1; done")
-	time.Sleep(200 * time.Millisecond)
+	// Retiring must find the stubborn one already ignoring SIGTERM (else
+	// it dies of SIGTERM, not of the SIGKILL after stop_timeout), and the
+	// graceful one already exec'd into sleep, the process meant.
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("not within 10 s: %s", what)
+			}
+		}
+	}
+	waitFor("the graceful leftover runs sleep", func() bool {
+		comm, err := os.ReadFile("/proc/" + strconv.Itoa(graceful.Process.Pid) + "/comm")
+		return err == nil && string(comm) == "sleep\n"
+	})
+	waitFor("the stubborn leftover ignores SIGTERM", func() bool {
+		status, _ := os.ReadFile("/proc/" + strconv.Itoa(stubborn.Process.Pid) + "/status")
+		_, ign, _ := strings.Cut(string(status), "\nSigIgn:\t")
+		mask, err := strconv.ParseUint(strings.SplitN(ign, "\n", 2)[0], 16, 64)
+		return err == nil && mask&(1<<(syscall.SIGTERM-1)) != 0
+	})
 
 	var ls []leftover
 	for _, c := range []*exec.Cmd{graceful, stubborn} {

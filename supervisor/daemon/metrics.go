@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -19,7 +20,10 @@ import (
 type counters struct {
 	apacheReloads        atomic.Uint64
 	apacheReloadFailures atomic.Uint64
-	configReloads        atomic.Uint64
+	// Each reload outcome has a counter of its own, incremented once the
+	// outcome is known: "ok" as a difference of two loads could go down
+	// between a reload's two increments or between the loads.
+	configReloadsOK      atomic.Uint64
 	configReloadFailures atomic.Uint64
 }
 
@@ -80,7 +84,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	n := &c.d.counts
 	counter(descApache, n.apacheReloads.Load())
 	counter(descApacheF, n.apacheReloadFailures.Load())
-	counter(descConfig, n.configReloads.Load()-n.configReloadFailures.Load(), "ok")
+	counter(descConfig, n.configReloadsOK.Load(), "ok")
 	counter(descConfig, n.configReloadFailures.Load(), "failed")
 }
 
@@ -95,7 +99,7 @@ func (d *Daemon) metricsHandler() http.Handler {
 func (d *Daemon) serveMetrics(ctx context.Context, addr string, h http.Handler) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, errors.New("metrics_listen " + addr + ": " + err.Error() + "; choose a free address or remove metrics_listen")
+		return nil, fmt.Errorf("metrics_listen %s: %w; choose a free address or remove metrics_listen", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)

@@ -21,14 +21,14 @@ import (
 var _ control.OnDemand = (*Daemon)(nil)
 
 // lookup finds the running backend name, or says which ones exist.
-func (d *Daemon) lookup(name string) (*proc, error) {
+func (d *Daemon) lookup(name string) (*supervised, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if p, ok := d.procs[name]; ok {
-		return p, nil
+	if sv, ok := d.backends[name]; ok {
+		return sv, nil
 	}
-	names := make([]string, 0, len(d.procs))
-	for n := range d.procs {
+	names := make([]string, 0, len(d.backends))
+	for n := range d.backends {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -38,31 +38,31 @@ func (d *Daemon) lookup(name string) (*proc, error) {
 // backendCall runs f on backend name under the reload lock, refused while
 // sockvisor stops and abandoned if it starts stopping meanwhile. Restart,
 // StartBackend and StopBackend go through it.
-func (d *Daemon) backendCall(ctx context.Context, name string, f func(*proc, context.Context) error) error {
+func (d *Daemon) backendCall(ctx context.Context, name string, f func(*supervised, context.Context) error) error {
 	if d.closing.Load() {
-		return errStopping
+		return stoppingErr("")
 	}
 	ctx, cancel := d.untilStop(ctx)
 	defer cancel()
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	if d.closing.Load() {
-		return errStopping
+		return stoppingErr("")
 	}
-	p, err := d.lookup(name)
+	sv, err := d.lookup(name)
 	if err != nil {
 		return err
 	}
-	err = f(p, ctx)
+	err = f(sv, ctx)
 	if err != nil && d.closing.Load() {
-		return fmt.Errorf("request for %q abandoned: %w", name, errStopping)
+		return stoppingErr(fmt.Sprintf("request for %q abandoned", name))
 	}
 	return err
 }
 
 // onDemandCall is backendCall for a method of the backend's supervisor.
 func (d *Daemon) onDemandCall(ctx context.Context, name string, f func(*backend.Backend, context.Context) error) error {
-	return d.backendCall(ctx, name, func(p *proc, ctx context.Context) error { return f(p.p, ctx) })
+	return d.backendCall(ctx, name, func(sv *supervised, ctx context.Context) error { return f(sv.sup, ctx) })
 }
 
 // StartBackend starts an idle on-demand backend now and waits until it is
@@ -113,16 +113,16 @@ var (
 // backend.
 func (c collector) onDemand(ch chan<- prometheus.Metric) {
 	c.d.mu.Lock()
-	procs := make([]*proc, 0, len(c.d.procs))
-	for _, p := range c.d.procs {
-		if p.cfg.OnDemand() {
-			procs = append(procs, p)
+	svs := make([]*supervised, 0, len(c.d.backends))
+	for _, sv := range c.d.backends {
+		if sv.cfg.OnDemand() {
+			svs = append(svs, sv)
 		}
 	}
 	c.d.mu.Unlock()
-	for _, p := range procs {
-		st := p.p.OnDemandStats()
-		name := p.cfg.Name
+	for _, sv := range svs {
+		st := sv.sup.OnDemandStats()
+		name := sv.cfg.Name
 		ch <- prometheus.MustNewConstMetric(descColdStarts, prometheus.CounterValue, float64(st.ColdStarts), name)
 		ch <- prometheus.MustNewConstMetric(descIdleStops, prometheus.CounterValue, float64(st.IdleStops), name)
 		ch <- prometheus.MustNewConstHistogram(descColdLatency, st.LatencyCount, st.LatencySum, st.LatencyBuckets, name)

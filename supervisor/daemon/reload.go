@@ -21,7 +21,7 @@ import (
 // reload` fails with it).
 func (d *Daemon) Reload(ctx context.Context) error {
 	if d.closing.Load() {
-		return errStopping
+		return stoppingErr("")
 	}
 	// A client that gives up must not abort a reload halfway (e.g. between
 	// Apache's reload and its health check); a stop does.
@@ -30,7 +30,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	if d.closing.Load() {
-		return errStopping
+		return stoppingErr("")
 	}
 	d.notify.Reloading()
 	err := d.reloadLocked(ctx)
@@ -39,14 +39,14 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		if err == nil {
 			return nil
 		}
-		return fmt.Errorf("reload abandoned: %w", errStopping)
+		return stoppingErr("reload abandoned")
 	}
-	d.counts.configReloads.Add(1)
 	d.mu.Lock()
 	if err != nil {
 		d.counts.configReloadFailures.Add(1)
 		d.lastReloadErr = err.Error()
 	} else {
+		d.counts.configReloadsOK.Add(1)
 		d.lastReloadErr = ""
 	}
 	d.mu.Unlock()

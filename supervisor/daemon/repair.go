@@ -146,25 +146,25 @@ func (d *Daemon) repairDead(ctx context.Context, failing map[string]string) {
 		return
 	}
 	d.mu.Lock()
-	var ps []*proc
-	for _, p := range d.procs {
-		ps = append(ps, p)
+	var svs []*supervised
+	for _, sv := range d.backends {
+		svs = append(svs, sv)
 	}
 	d.mu.Unlock()
-	for _, p := range ps {
+	for _, sv := range svs {
 		replaced := false
-		for _, l := range d.listenersFor(p.cfg) {
+		for _, l := range d.listenersFor(sv.cfg) {
 			if l == nil {
 				continue
 			}
 			if l.Dead() == "" {
-				replaced = d.restorePath(p.cfg.Name, l, failing) || replaced
+				replaced = d.restorePath(sv.cfg.Name, l, failing) || replaced
 				continue
 			}
 			ok, err := l.Repair()
 			if err != nil {
 				if failing[l.Path()] != err.Error() {
-					d.log.Error("listening socket is dead and could not be replaced", "backend", p.cfg.Name, "error", err)
+					d.log.Error("listening socket is dead and could not be replaced", "backend", sv.cfg.Name, "error", err)
 				}
 				failing[l.Path()] = err.Error()
 				continue
@@ -175,12 +175,12 @@ func (d *Daemon) repairDead(ctx context.Context, failing map[string]string) {
 		if !replaced {
 			continue
 		}
-		d.log.Warn("restarting the backend onto its replaced socket", "backend", p.cfg.Name)
-		rctx, cancel := context.WithTimeout(ctx, p.cfg.Ready.Timeout+5*time.Second)
+		d.log.Warn("restarting the backend onto its replaced socket", "backend", sv.cfg.Name)
+		rctx, cancel := context.WithTimeout(ctx, sv.cfg.Ready.Timeout+5*time.Second)
 		// An idle on-demand backend has nothing to restart: a dead
 		// listener is readable, so its watch has already started it.
-		if err := p.p.Restart(rctx); err != nil && !errors.Is(err, backend.ErrIdle) {
-			d.log.Error("restarting the backend onto its replaced socket", "backend", p.cfg.Name, "error", err)
+		if err := sv.sup.Restart(rctx); err != nil && !errors.Is(err, backend.ErrIdle) {
+			d.log.Error("restarting the backend onto its replaced socket", "backend", sv.cfg.Name, "error", err)
 		}
 		cancel()
 	}

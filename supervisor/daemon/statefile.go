@@ -89,8 +89,8 @@ func (d *Daemon) currentState(w *stateWriter) (runState, error) {
 	}
 	sort.Slice(st.Sockets, func(i, j int) bool { return st.Sockets[i].Name < st.Sockets[j].Name })
 	seen := map[int]bool{}
-	for name, p := range d.procs {
-		for _, in := range p.p.Status().Instances {
+	for name, sv := range d.backends {
+		for _, in := range sv.sup.Status().Instances {
 			if in.PID == 0 {
 				continue
 			}

@@ -129,13 +129,13 @@ func (d *Daemon) Status(context.Context) (any, error) { return d.report(), nil }
 
 func (d *Daemon) report() *StatusReport {
 	d.mu.Lock()
-	procs := make([]*proc, 0, len(d.procs))
-	for _, p := range d.procs {
-		procs = append(procs, p)
+	svs := make([]*supervised, 0, len(d.backends))
+	for _, sv := range d.backends {
+		svs = append(svs, sv)
 	}
-	for _, p := range d.starting {
-		if d.procs[p.cfg.Name] == nil {
-			procs = append(procs, p)
+	for _, sv := range d.starting {
+		if d.backends[sv.cfg.Name] == nil {
+			svs = append(svs, sv)
 		}
 	}
 	socks := make(map[string]*sockets.Listener, len(d.socks))
@@ -146,10 +146,10 @@ func (d *Daemon) report() *StatusReport {
 	d.mu.Unlock()
 	r.LastApacheApply = d.applied.get()
 
-	sort.Slice(procs, func(i, j int) bool { return procs[i].cfg.Name < procs[j].cfg.Name })
-	for _, p := range procs {
-		br := BackendReport{Status: p.p.Status()}
-		for _, s := range p.cfg.Sockets {
+	sort.Slice(svs, func(i, j int) bool { return svs[i].cfg.Name < svs[j].cfg.Name })
+	for _, sv := range svs {
+		br := BackendReport{Status: sv.sup.Status()}
+		for _, s := range sv.cfg.Sockets {
 			q := SocketQueue{Path: s.Path}
 			if l := socks[s.Name]; l != nil {
 				if st, err := l.Diag(); err == nil {
@@ -163,9 +163,9 @@ func (d *Daemon) report() *StatusReport {
 	return r
 }
 
-// newProcess builds the supervisor of one backend of cfg (the generation
+// newBackend builds the supervisor of one backend of cfg (the generation
 // it belongs to, which may not be in force yet) on its listeners.
-func (d *Daemon) newProcess(cfg *config.Config, b *config.Backend, socks []backend.Socket) *backend.Backend {
+func (d *Daemon) newBackend(cfg *config.Config, b *config.Backend, socks []backend.Socket) *backend.Backend {
 	return backend.New(b, socks, backend.Options{
 		Logger:     d.log.Named("backend"),
 		Executable: d.opts.Executable,

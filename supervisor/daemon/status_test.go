@@ -74,28 +74,7 @@ backend "slow" {
 	if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(Options{
-		ConfigPath: cfg,
-		Log:        testutil.Logger("sockvisor", hclog.Info),
-		Executable: os.Args[0],
-		StateDir:   filepath.Join(dir, "state"),
-		Apache: func(*config.Config, hclog.Logger) (*apache.Manager, error) {
-			return nil, errors.New("no Apache in this test")
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	c := control.NewClient(filepath.Join(dir, "ctl"))
+	_, c, _ := runWithoutApache(t, dir, cfg, hclog.Info)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var st StatusReport
@@ -118,4 +97,36 @@ backend "slow" {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// runWithoutApache runs sockvisor on the config file cfg, whose
+// control_socket is dir/ctl, with no Apache integration, until the test
+// ends, when t.Cleanup stops it and checks what Run returned; stopped is
+// closed once Run has returned.
+func runWithoutApache(t *testing.T, dir, cfg string, level hclog.Level) (d *Daemon, c *control.Client, stopped <-chan struct{}) {
+	t.Helper()
+	d, err := New(Options{
+		ConfigPath: cfg,
+		Log:        testutil.Logger("sockvisor", level),
+		Executable: os.Args[0],
+		StateDir:   filepath.Join(dir, "state"),
+		Apache: func(*config.Config, hclog.Logger) (*apache.Manager, error) {
+			return nil, errors.New("no Apache in this test")
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var runErr error
+	go func() { runErr = d.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if runErr != nil {
+			t.Errorf("Run: %v", runErr)
+		}
+	})
+	return d, control.NewClient(filepath.Join(dir, "ctl")), done
 }

@@ -41,13 +41,13 @@ type txn struct {
 	// socks are the sockets this transaction created.
 	socks []config.Socket
 	// fresh are the processes it started.
-	fresh []*proc
+	fresh []*supervised
 	// leftovers are a crashed predecessor's processes, found at start-up
 	// before any backend of ours holds a socket.
 	leftovers []leftover
 	// displaced are old handoff = "self" processes stopped to free their
 	// path (two processes cannot bind one); a rollback starts them again.
-	displaced []*proc
+	displaced []*supervised
 }
 
 // emptyGeneration is cfg with no backends: what start-up starts from.
@@ -145,12 +145,12 @@ func (t *txn) build(ctx context.Context, stored map[string]*os.File) error {
 		if t.selfReplacement(name) {
 			continue
 		}
-		t.fresh = append(t.fresh, d.startProc(t.next, t.next.Backend(name)))
+		t.fresh = append(t.fresh, d.startSupervised(t.next, t.next.Backend(name)))
 	}
 	if t.initial {
 		// Shown by status while start-up waits for them.
 		d.mu.Lock()
-		d.starting = append([]*proc(nil), t.fresh...)
+		d.starting = append([]*supervised(nil), t.fresh...)
 		d.mu.Unlock()
 	}
 	return nil
@@ -171,29 +171,29 @@ func (t *txn) prove(ctx context.Context) error {
 	if err := t.ready(ctx, t.fresh); err != nil {
 		return err
 	}
-	var self []*proc
+	var self []*supervised
 	for _, name := range t.plan.changed {
 		if !t.selfReplacement(name) || ctx.Err() != nil {
 			continue
 		}
 		d.mu.Lock()
-		p := d.procs[name]
+		sv := d.backends[name]
 		d.mu.Unlock()
-		if p != nil {
+		if sv != nil {
 			d.log.Info("stopping the old process first: the backend binds its own socket", "backend", name)
-			d.stopProcs([]*proc{p})
-			t.displaced = append(t.displaced, p)
+			d.stopSupervised([]*supervised{sv})
+			t.displaced = append(t.displaced, sv)
 		}
-		np := d.startProc(t.next, t.next.Backend(name))
-		t.fresh = append(t.fresh, np)
-		self = append(self, np)
+		repl := d.startSupervised(t.next, t.next.Backend(name))
+		t.fresh = append(t.fresh, repl)
+		self = append(self, repl)
 	}
 	return t.ready(ctx, self)
 }
 
-// ready waits for ps; at start-up an unready backend is kept (see txn).
-func (t *txn) ready(ctx context.Context, ps []*proc) error {
-	errs := t.d.waitReady(ctx, ps)
+// ready waits for svs; at start-up an unready backend is kept (see txn).
+func (t *txn) ready(ctx context.Context, svs []*supervised) error {
+	errs := t.d.waitReady(ctx, svs)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -220,17 +220,17 @@ func (t *txn) fail(ctx context.Context, err error) error {
 		d.mu.Unlock()
 		if stopping {
 			d.mu.Lock()
-			for _, p := range t.fresh {
-				d.procs[p.cfg.Name] = p
+			for _, sv := range t.fresh {
+				d.backends[sv.cfg.Name] = sv
 			}
 			d.mu.Unlock()
 			return nil
 		}
-		d.stopProcs(t.fresh)
+		d.stopSupervised(t.fresh)
 		return err
 	}
 	undo := func() {
-		d.stopProcs(t.fresh)
+		d.stopSupervised(t.fresh)
 		d.removeSockets(t.socks)
 	}
 	if stopping {
@@ -238,14 +238,14 @@ func (t *txn) fail(ctx context.Context, err error) error {
 		// so the whole stop takes one stop_timeout, not two.
 		d.bg.Add(1)
 		go func() { defer d.bg.Done(); undo() }()
-		return fmt.Errorf("reload abandoned: %w", errStopping)
+		return stoppingErr("reload abandoned")
 	}
 	undo()
-	for _, p := range t.displaced {
-		d.log.Warn("restarting the previous process of a self-binding backend", "backend", p.cfg.Name)
-		np := d.startProc(p.gen, p.cfg)
+	for _, sv := range t.displaced {
+		d.log.Warn("restarting the previous process of a self-binding backend", "backend", sv.cfg.Name)
+		repl := d.startSupervised(sv.gen, sv.cfg)
 		d.mu.Lock()
-		d.procs[p.cfg.Name] = np
+		d.backends[sv.cfg.Name] = repl
 		d.mu.Unlock()
 	}
 	return err
@@ -255,15 +255,15 @@ func (t *txn) fail(ctx context.Context, err error) error {
 func (t *txn) commit(ctx context.Context) {
 	d := t.d
 	d.mu.Lock()
-	var retire []*proc
+	var retire []*supervised
 	for _, name := range append(append([]string(nil), t.plan.removed...), t.plan.changed...) {
-		if p := d.procs[name]; p != nil && !t.isDisplaced(p) {
-			retire = append(retire, p)
+		if sv := d.backends[name]; sv != nil && !t.isDisplaced(sv) {
+			retire = append(retire, sv)
 		}
-		delete(d.procs, name)
+		delete(d.backends, name)
 	}
-	for _, p := range t.fresh {
-		d.procs[p.cfg.Name] = p
+	for _, sv := range t.fresh {
+		d.backends[sv.cfg.Name] = sv
 	}
 	d.starting = nil
 	d.mu.Unlock()
@@ -275,7 +275,7 @@ func (t *txn) commit(ctx context.Context) {
 			}
 		}
 	}
-	d.stopProcs(retire)
+	d.stopSupervised(retire)
 	// The new generation serves; let a crashed predecessor's processes
 	// finish their requests.
 	d.retireLeftovers(ctx, t.leftovers)
@@ -296,9 +296,9 @@ func (t *txn) commit(ctx context.Context) {
 	}
 }
 
-func (t *txn) isDisplaced(p *proc) bool {
+func (t *txn) isDisplaced(sv *supervised) bool {
 	for _, q := range t.displaced {
-		if q == p {
+		if q == sv {
 			return true
 		}
 	}

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 	if argv := os.Getenv(roleEnv); argv != "" {
 		os.Exit(runAsChild(strings.Split(argv, "\t")))
 	}
-	os.Exit(m.Run())
+	testutil.Main(m)
 }
 
 func runAsChild(apachectl []string) int {

@@ -19,7 +19,7 @@ import (
 
 // TestMain doubles as a helper child: with SV_PROBE_ROLE=dial it probes
 // SV_PROBE_PATH and prints the errno it got, so a test can probe as another
-// user.
+// user. Otherwise it runs the tests and checks for leaks (testutil.Main).
 func TestMain(m *testing.M) {
 	if os.Getenv("SV_PROBE_ROLE") == "dial" {
 		_, err := HTTP(context.Background(), os.Getenv("SV_PROBE_PATH"), "/")
@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	testutil.Main(m)
 }
 
 func testdata(t *testing.T, name string) string {

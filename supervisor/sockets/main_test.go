@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
@@ -51,7 +52,7 @@ func runTests(m *testing.M) int {
 			return 1
 		}
 	}
-	return m.Run()
+	return testutil.RunChecked(m)
 }
 
 func copyExecutable(from, to string) error {

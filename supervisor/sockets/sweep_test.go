@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/internal/testutil"
 )
 
@@ -236,15 +237,33 @@ func TestLockDir(t *testing.T) {
 		}
 		got <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// The waiter is inside LockDir once it has the lock file open too (a
+	// second descriptor besides ours); from then on it must keep waiting
+	// while we hold the lock, through several of its polls.
+	lockFile := map[string]bool{filepath.Join(dir, LockName): true}
+	for deadline := time.Now().Add(5 * time.Second); len(procfs.HoldersIn([]int{os.Getpid()}, lockFile)) < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second LockDir never opened the lock file")
+		}
+	}
+	select {
+	case err := <-got:
+		t.Fatalf("LockDir returned (%v) while another holder had the lock", err)
+	case <-time.After(300 * time.Millisecond):
+	}
 	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	if err := release(); err != nil {
 		t.Errorf("second release = %v", err)
 	}
-	if err := <-got; err != nil {
-		t.Errorf("waiting LockDir = %v", err)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Errorf("waiting LockDir = %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the waiting LockDir did not get the lock within 2 s of its release")
 	}
 
 	// The lock file must not be a symlink someone planted.
