@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,22 +234,7 @@ backend "app" {
 
 // sameGroupAlive reports whether process group pgid has a live (not
 // zombie) member.
-func sameGroupAlive(pgid int) bool {
-	if syscall.Kill(-pgid, 0) != nil {
-		return false
-	}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, err := procfs.ReadStat(pid); err == nil && st.PGID == pgid && !st.Zombie() {
-			return true
-		}
-	}
-	return false
-}
+func sameGroupAlive(pgid int) bool { return len(procfs.GroupMembers(pgid)) > 0 }
 
 func killGroupIfAlive(pgid int) {
 	if pgid > 0 && sameGroupAlive(pgid) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/backend"
 )
@@ -39,11 +40,6 @@ func (h *harness) waitAll(d time.Duration, what string, ok func(BackendReport) b
 }
 
 func isIdle(b BackendReport) bool { return b.State == backend.StateIdle && b.PID == 0 }
-
-func alive(pid int) bool {
-	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
-	return err == nil
-}
 
 // TestOnDemandFiftyGunicorn: 50 on-demand Gunicorn backends. sockvisor
 // reaches its running phase (READY=1) with no backend process; each
@@ -113,7 +109,7 @@ func TestOnDemandFiftyGunicorn(t *testing.T) {
 	t.Logf("%d first requests served in %s; %d processes running", n, time.Since(start).Round(time.Millisecond), len(pids))
 	st = h.waitAll(40*time.Second, "idle again", func(b BackendReport) bool { return isIdle(b) && b.LastRunAt != nil })
 	for _, pid := range pids {
-		if alive(pid) {
+		if procfs.Exists(pid) {
 			t.Errorf("process %d still runs after its backend went idle", pid)
 		}
 	}

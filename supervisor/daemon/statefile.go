@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/atomicfile"
+	"github.com/sockvisor/sockvisor/internal/errmark"
 	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
@@ -147,45 +149,19 @@ func (w *stateWriter) write(st runState) error {
 	return nil
 }
 
-// writeAtomic replaces path with data: a temp file in the same directory,
-// fsync, rename, fsync of the directory. A crash leaves the old file or the
-// new one, never a torn or empty one.
+// writeAtomic replaces path with data, mode 0600; a crash leaves the old
+// file or the new one, never a torn or empty one (atomicfile).
 func writeAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("cannot create state directory %s: %w", dir, err)
 	}
-	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
-		return fmt.Errorf("state file %s is not a regular file; remove it so sockvisor can write its state there", path)
+	err := atomicfile.Write(path, data, atomicfile.Options{Mode: 0o600})
+	if errors.Is(err, atomicfile.ErrNotRegular) {
+		return errmark.Mark(fmt.Errorf("state file %s is not a regular file; remove it so sockvisor can write its state there", path), atomicfile.ErrNotRegular)
 	}
-	f, err := os.CreateTemp(dir, ".sockvisor-state-*")
 	if err != nil {
-		return fmt.Errorf("cannot write the state file in %s: %w", dir, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("writing state file %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("syncing state file %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("closing state file %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("renaming the state file into place at %s: %w", path, err)
-	}
-	ok = true
-	if df, err := os.Open(dir); err == nil {
-		df.Sync()
-		df.Close()
+		return fmt.Errorf("cannot write the state file: %w", err)
 	}
 	return nil
 }

@@ -1,13 +1,11 @@
 package sockets
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
@@ -18,8 +16,6 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/sockdiag"
 )
 
-// ErrNotListening means WaitForSocket gave up: nothing listens at the path.
-var ErrNotListening = errors.New("sockets: nothing listening")
 
 // KeepName is the hidden hard link that keeps socket name reachable: a
 // backend may unlink the path, and the link restores it.
@@ -452,39 +448,6 @@ func FixSocketFile(cfg *config.Config, spec config.Socket) error {
 		return fail(ErrNotSocket, nil, spec.Path, "%s is %s, not a socket; check that backend %q binds exactly this path", spec.Path, filekind.OfStat(st.Mode), spec.Backend)
 	}
 	return fixFileAt(d.fd, spec.Name, spec.Path, &st, cfg.SocketUID, cfg.SocketGID, uint32(b.SocketMode), cfg.SELinuxType)
-}
-
-// WaitForSocket waits until a socket at path is listening, as a backend that
-// binds its own socket (handoff "self") makes it. A stale file left from an
-// earlier run does not count. It uses sock_diag and so never connects, unless
-// sock_diag is unavailable.
-func WaitForSocket(ctx context.Context, path string) error {
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if listening(path) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fail(ErrNotListening, ctx.Err(), path, "nothing is listening on socket %s (%v); check that the backend binds exactly this path", path, ctx.Err())
-		case <-tick.C:
-		}
-	}
-}
-
-func listening(path string) bool {
-	var st unix.Stat_t
-	if unix.Lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
-		return false
-	}
-	b, err := loadBound()
-	if err != nil {
-		r := probe(path, DefaultProbeTimeout)
-		return r.state == probeLive || r.state == probeFull
-	}
-	s, ok := b.holds(&st)
-	return ok && s.State == sockdiag.StateListen
 }
 
 // ClearStale makes room at p: nothing there is fine, a stale socket is

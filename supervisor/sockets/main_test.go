@@ -87,10 +87,6 @@ func playRole(role, path string) int {
 		}
 		return 0
 	}
-	if d := os.Getenv("SOCKETS_TEST_DELAY"); d != "" {
-		dur, _ := time.ParseDuration(d)
-		time.Sleep(dur)
-	}
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err == nil {
 		err = unix.Bind(fd, &unix.SockaddrUnix{Name: path})
