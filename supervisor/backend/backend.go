@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -31,9 +30,11 @@ import (
 	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/shim"
+	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
 // Socket is a listening socket owned by the supervisor (sockets.Listener).
+// A missing socket is a nil interface, never a nil pointer inside one.
 type Socket interface {
 	// File is the listening socket; the backend passes its fd to children.
 	File() *os.File
@@ -46,6 +47,9 @@ type Socket interface {
 	// after every child exit.
 	EnsurePath() (restored bool, err error)
 }
+
+// The daemon hands its listeners over as Sockets.
+var _ Socket = (*sockets.Listener)(nil)
 
 // Options configures a Backend; zero values get defaults.
 type Options struct {
@@ -187,7 +191,6 @@ type Backend struct {
 	sawReady    bool // some process of this backend sent READY=1
 	acct        shim.Account
 	runErr      error
-	newErr      error
 	outbox      []pendingReply
 	od          odStats // on-demand counters (ondemand.go)
 }
@@ -312,8 +315,10 @@ const (
 
 // New prepares a supervisor for b; socks are its listening sockets,
 // instance 0 first (nil for handoff self, which binds b.Sockets itself).
-// Nothing starts until Run.
-func New(b *config.Backend, socks []Socket, opts Options) *Backend {
+// Nothing starts until Run. It fails when sockvisor's own executable cannot
+// be found for the exec shim, or when an instance that needs a listening
+// socket has none.
+func New(b *config.Backend, socks []Socket, opts Options) (*Backend, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
@@ -325,6 +330,13 @@ func New(b *config.Backend, socks []Socket, opts Options) *Backend {
 	}
 	if opts.Environ == nil {
 		opts.Environ = os.Environ()
+	}
+	if opts.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding sockvisor's executable for the exec shim: %w", err)
+		}
+		opts.Executable = exe
 	}
 	be := &Backend{
 		cfg:       b,
@@ -343,28 +355,20 @@ func New(b *config.Backend, socks []Socket, opts Options) *Backend {
 		ready:     make(chan struct{}),
 		procs:     map[*proc]struct{}{},
 	}
-	if be.exe == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			be.newErr = fmt.Errorf("finding sockvisor's executable for the exec shim: %w", err)
-		}
-		be.exe = exe
-	}
 	for i, s := range b.Sockets {
 		in := &instance{idx: i, spec: s, path: s.Path, state: StateStopped, slot: newProbeSlot()}
 		if b.Handoff != config.HandoffSelf {
-			if i < len(socks) && !isNil(socks[i]) {
-				in.sock = socks[i]
-				in.path = socks[i].Path()
-			} else if be.newErr == nil {
-				be.newErr = fmt.Errorf("backend %q has no listening socket for instance %d (%s); the daemon must create it before starting the backend", b.Name, i, s.Path)
+			if i >= len(socks) || socks[i] == nil {
+				return nil, fmt.Errorf("backend %q has no listening socket for instance %d (%s); the daemon must create it before starting the backend", b.Name, i, s.Path)
 			}
+			in.sock = socks[i]
+			in.path = socks[i].Path()
 		}
 		be.insts = append(be.insts, in)
 	}
 	be.acct = account(b.UID, b.User)
 	be.publish()
-	return be
+	return be, nil
 }
 
 func (b *Backend) openNotify() (*notifySocket, error) {
@@ -372,16 +376,6 @@ func (b *Backend) openNotify() (*notifySocket, error) {
 		return nil, err
 	}
 	return listenNotify(b.stateDir, b.cfg, b.log)
-}
-
-// isNil also catches a nil pointer stored in the interface, such as a
-// (*sockets.Listener)(nil) for a socket that was never created.
-func isNil(s Socket) bool {
-	if s == nil {
-		return true
-	}
-	v := reflect.ValueOf(s)
-	return v.Kind() == reflect.Pointer && v.IsNil()
 }
 
 // account looks up the name and home of uid for HOME, USER and LOGNAME.
@@ -415,10 +409,6 @@ func (b *Backend) Run(ctx context.Context) error {
 		return fmt.Errorf("backend %q: Run called twice", b.cfg.Name)
 	}
 	defer close(b.done)
-	if b.newErr != nil {
-		close(b.quit)
-		return b.newErr
-	}
 	if b.cfg.Notify {
 		n, err := b.openNotify()
 		if err != nil {

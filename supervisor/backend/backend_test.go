@@ -383,7 +383,10 @@ stop_timeout = "1s"
 	if os.Geteuid() != 0 {
 		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
 	}
-	be := New(b, e.sockets(b), Options{Logger: testutil.Logger("test", hclog.Info), Executable: e.exe, StateDir: e.state})
+	be, err := New(b, e.sockets(b), Options{Logger: testutil.Logger("test", hclog.Info), Executable: e.exe, StateDir: e.state})
+	if err != nil {
+		t.Fatal(err)
+	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- be.Run(context.Background()) }()
 	t.Cleanup(func() { be.Stop(context.Background()); <-runErr })

@@ -320,6 +320,8 @@ func whoami(w http.ResponseWriter, r *http.Request) {
 
 // testSocket is a minimal stand-in for sockets.Listener: a listening
 // socket held as *os.File, with a hidden hard link to restore its path.
+var _ Socket = (*testSocket)(nil)
+
 type testSocket struct {
 	f    *os.File
 	path string
@@ -459,7 +461,10 @@ func (e *env) start(b *config.Backend, socks []Socket, opts Options) *Backend {
 	if opts.StateDir == "" {
 		opts.StateDir = e.state
 	}
-	be := New(b, socks, opts)
+	be, err := New(b, socks, opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	var pids sync.Map // every pid seen, to check their groups afterwards
 	runErr := make(chan error, 1)
 	go func() { runErr <- be.Run(context.Background()) }()

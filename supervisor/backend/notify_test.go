@@ -157,7 +157,10 @@ mount = ""
 }
 `, e.exe))
 	b := cfg.Backends[0] // runs as www-data
-	be := New(b, e.sockets(b), Options{Executable: e.exe, StateDir: e.state})
+	be, err := New(b, e.sockets(b), Options{Executable: e.exe, StateDir: e.state})
+	if err != nil {
+		t.Fatal(err)
+	}
 	n, err := be.openNotify()
 	if err != nil {
 		t.Fatal(err)

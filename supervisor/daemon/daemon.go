@@ -409,17 +409,20 @@ func (s sharedSocket) SetBlocking() error {
 }
 
 // startProc starts the owner goroutine of b, a backend of cfg.
-func (d *Daemon) startProc(cfg *config.Config, b *config.Backend) *proc {
+func (d *Daemon) startProc(cfg *config.Config, b *config.Backend) (*proc, error) {
+	bp, err := d.newProcess(cfg, b, d.backendSockets(b))
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &proc{cfg: b, gen: cfg, cancel: cancel, done: make(chan struct{})}
-	p.p = d.newProcess(cfg, b, d.backendSockets(b))
+	p := &proc{cfg: b, gen: cfg, p: bp, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
 		if err := p.p.Run(ctx); err != nil && ctx.Err() == nil {
 			d.log.Error("backend supervisor ended", "backend", b.Name, "error", err)
 		}
 	}()
-	return p
+	return p, nil
 }
 
 // waitReady waits for every proc, each bounded by its ready.timeout (the

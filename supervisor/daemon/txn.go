@@ -145,7 +145,14 @@ func (t *txn) build(ctx context.Context, stored map[string]*os.File) error {
 		if t.selfReplacement(name) {
 			continue
 		}
-		t.fresh = append(t.fresh, d.startProc(t.next, t.next.Backend(name)))
+		p, err := d.startProc(t.next, t.next.Backend(name))
+		if err != nil {
+			if t.initial {
+				return err
+			}
+			return fmt.Errorf("config not reloaded: %w", err)
+		}
+		t.fresh = append(t.fresh, p)
 	}
 	if t.initial {
 		// Shown by status while start-up waits for them.
@@ -184,7 +191,13 @@ func (t *txn) prove(ctx context.Context) error {
 			d.stopProcs([]*proc{p})
 			t.displaced = append(t.displaced, p)
 		}
-		np := d.startProc(t.next, t.next.Backend(name))
+		np, err := d.startProc(t.next, t.next.Backend(name))
+		if err != nil {
+			if t.initial {
+				return err
+			}
+			return fmt.Errorf("config not reloaded: %w", err)
+		}
 		t.fresh = append(t.fresh, np)
 		self = append(self, np)
 	}
@@ -243,7 +256,11 @@ func (t *txn) fail(ctx context.Context, err error) error {
 	undo()
 	for _, p := range t.displaced {
 		d.log.Warn("restarting the previous process of a self-binding backend", "backend", p.cfg.Name)
-		np := d.startProc(p.gen, p.cfg)
+		np, err := d.startProc(p.gen, p.cfg)
+		if err != nil {
+			d.log.Error("cannot restart the previous process", "backend", p.cfg.Name, "error", err)
+			continue
+		}
 		d.mu.Lock()
 		d.procs[p.cfg.Name] = np
 		d.mu.Unlock()
