@@ -1,0 +1,320 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/sockvisor/sockvisor/supervisor/config"
+)
+
+// Run is the owner goroutine: it starts every instance and supervises
+// until ctx ends or Stop is called, then stops every process group and
+// returns. It returns nil after a clean stop. Run may be called once.
+func (b *Backend) Run(ctx context.Context) error {
+	if !b.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("backend %q: Run called twice", b.cfg.Name)
+	}
+	defer close(b.done)
+	if b.cfg.Notify {
+		n, err := b.openNotify()
+		if err != nil {
+			b.log.Warn("no notify socket; readiness falls back to the probe alone", "error", err)
+		} else {
+			b.notify = n
+			b.helpers.Add(1)
+			go func() {
+				defer b.helpers.Done()
+				n.read(func(pid int, vars map[string]string) {
+					b.send(event{kind: evNotify, pid: pid, vars: vars})
+				})
+			}()
+		}
+	}
+	for _, in := range b.insts {
+		if b.cfg.OnDemand() && in.sock != nil {
+			b.goIdle(in)
+		} else {
+			b.spawn(in)
+		}
+	}
+	b.publish()
+
+	ctxDone := ctx.Done()
+	for !b.stopping || len(b.procs) > 0 {
+		select {
+		case ev := <-b.events:
+			b.handle(ev)
+		case r := <-b.reqs:
+			b.request(r)
+		case <-ctxDone:
+			ctxDone = nil
+			b.beginStop()
+		}
+		b.publish()
+		b.flush()
+	}
+
+	for _, in := range b.insts {
+		b.unwatch(in)
+	}
+	close(b.quit)
+	if b.notify != nil {
+		b.notify.Close()
+	}
+	b.helpers.Wait()
+	b.stopStrays() // setsid'd processes still holding the socket or pipes
+	for _, in := range b.insts {
+		in.slot.drain()
+	}
+	b.waitOutput()
+	for _, r := range b.stopReplies {
+		b.answer(r, b.runErr)
+	}
+	b.publish()
+	b.flush()
+	b.mu.Lock()
+	close(b.changed)
+	b.changed = make(chan struct{})
+	b.mu.Unlock()
+	return b.runErr
+}
+
+func (b *Backend) waitOutput() {
+	done := make(chan struct{})
+	go func() { b.output.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(outputWait):
+		b.log.Warn("a process outside the backend's group still holds its output pipe", "pids", b.strayPIDs())
+	}
+}
+
+type reqKind int
+
+const (
+	reqRestart reqKind = iota
+	reqReload
+	reqStop
+	reqStart
+	reqIdle
+)
+
+type request struct {
+	kind  reqKind
+	reply chan error
+}
+
+type evKind int
+
+const (
+	evExited evKind = iota
+	evGone
+	evProbed
+	evNotify
+	evReadyDeadline
+	evBackoff
+	evKill
+	evKillDeadline
+	evWake      // a connection waits on an idle instance's socket
+	evIdleCheck // sample a running on-demand instance's connections
+)
+
+type event struct {
+	kind evKind
+	p    *proc
+	in   *instance
+	gen  uint64
+	ws   syscall.WaitStatus
+	err  error
+	pid  int
+	vars map[string]string
+}
+
+// send delivers an event to the owner unless it has finished.
+func (b *Backend) send(ev event) {
+	select {
+	case b.events <- ev:
+	case <-b.quit:
+	}
+}
+
+// after delivers ev after d on the injected clock; a timer tied to a
+// process ends early once that process is gone.
+func (b *Backend) after(d time.Duration, ev event) {
+	var gone chan struct{}
+	if ev.p != nil {
+		gone = ev.p.goneCh
+	}
+	b.helpers.Add(1)
+	go func() {
+		defer b.helpers.Done()
+		select {
+		case <-b.clock.After(d):
+			b.send(ev)
+		case <-gone:
+		case <-b.quit:
+		}
+	}()
+}
+
+// handle applies one event. Owner only.
+func (b *Backend) handle(ev event) {
+	p := ev.p
+	switch ev.kind {
+	case evExited:
+		b.exited(p, ev.ws)
+	case evGone:
+		p.gone = true
+		close(p.goneCh)
+		delete(b.procs, p)
+		in := p.inst
+		if in.spawnWhenGone && !b.stopping && !b.hasLive(in) {
+			in.spawnWhenGone = false
+			b.spawn(in)
+		}
+	case evProbed:
+		if p.exited || p.ready || (p != p.inst.cur && p != p.inst.next) {
+			return
+		}
+		if ev.err != nil {
+			b.notReady(p, ev.err)
+			return
+		}
+		p.probeOK = true
+		b.maybeReady(p)
+		if !p.ready {
+			// The probe passed but READY=1 is still due.
+			b.after(p.deadline.Sub(b.clock.Now()), event{kind: evReadyDeadline, p: p})
+		}
+	case evReadyDeadline:
+		if !p.ready && !p.exited && (p == p.inst.cur || p == p.inst.next) {
+			b.notReady(p, fmt.Errorf("%w: process %d answered the probe but sent no READY=1 within ready.timeout %s", ErrNotReady, p.pid, b.cfg.Ready.Timeout))
+		}
+	case evNotify:
+		b.notified(ev.pid, ev.vars)
+	case evBackoff:
+		in := ev.in
+		if ev.gen == in.backoff && in.cur == nil && in.next == nil && !b.stopping {
+			if b.cfg.Handoff == config.HandoffSelf && b.hasLive(in) {
+				in.spawnWhenGone = true
+			} else {
+				b.spawn(in)
+			}
+		}
+	case evKill:
+		if !p.gone && !p.killSent {
+			p.killSent = true
+			b.log.Warn("stop timeout expired; killing the process group", "instance", p.inst.idx, "pid", p.pid, "members", groupMembers(p.pid))
+			if err := signalGroup(p.pid, syscall.SIGKILL); err != nil {
+				b.log.Error("kill failed", "error", err)
+			}
+			b.after(killWait, event{kind: evKillDeadline, p: p})
+		}
+	case evWake:
+		in := ev.in
+		if ev.gen == in.od.gen && in.state == StateIdle && !b.stopping {
+			in.od.unwatch = nil
+			b.wake(in, "a connection is waiting")
+		}
+	case evIdleCheck:
+		b.idleCheck(ev.in, ev.gen)
+	case evKillDeadline:
+		if !p.gone {
+			members := groupMembers(p.pid)
+			err := fmt.Errorf("process group %d of backend %q still has processes %v %s after SIGKILL; they are stuck in the kernel, check them with ps", p.pid, b.cfg.Name, members, killWait)
+			b.log.Error("process group survived SIGKILL", "pid", p.pid, "members", members)
+			b.runErr = errors.Join(b.runErr, err)
+			p.abandoned = true
+			delete(b.procs, p)
+		}
+	}
+}
+
+// request handles a caller's request. Owner only.
+func (b *Backend) request(r request) {
+	if r.kind == reqStop {
+		b.stopReplies = append(b.stopReplies, r.reply)
+		b.beginStop()
+		return
+	}
+	if b.stopping {
+		b.answer(r.reply, fmt.Errorf("backend %q is stopping: %w", b.cfg.Name, ErrStopped))
+		return
+	}
+	switch {
+	case r.kind == reqStart:
+		b.startNow(r.reply)
+		return
+	case r.kind == reqIdle:
+		b.idleNow(r.reply)
+		return
+	case b.allIdle():
+		b.answer(r.reply, fmt.Errorf("backend %q: %w", b.cfg.Name, ErrIdle))
+		return
+	}
+	if r.kind == reqReload && !b.cfg.ReloadReplace {
+		b.reloadSignal(r.reply)
+		return
+	}
+	o := &op{b: b, reply: r.reply, remaining: len(b.insts)}
+	if o.remaining == 0 {
+		b.answer(r.reply, nil)
+		return
+	}
+	for _, in := range b.insts {
+		if in.state == StateIdle || (in.cur != nil && in.cur.idleStop) {
+			o.finish(nil) // the next connection starts the new process
+			continue
+		}
+		in.ops = append(in.ops, o)
+		b.replace(in)
+	}
+}
+
+// op is one Restart or Reload call spanning every instance.
+type op struct {
+	b         *Backend
+	reply     chan error
+	remaining int
+	errs      []error
+}
+
+func (o *op) finish(err error) {
+	if err != nil {
+		o.errs = append(o.errs, err)
+	}
+	o.remaining--
+	if o.remaining == 0 {
+		o.b.answer(o.reply, errors.Join(o.errs...))
+	}
+}
+
+// finishOps completes every call waiting on in.
+func (in *instance) finishOps(err error) {
+	for _, o := range in.ops {
+		o.finish(err)
+	}
+	in.ops = nil
+}
+
+// answer queues a reply; the owner sends it once the status it changed is
+// published, so a caller that sees Restart return sees the new pid.
+func (b *Backend) answer(reply chan error, err error) {
+	b.outbox = append(b.outbox, pendingReply{reply, err})
+}
+
+type pendingReply struct {
+	ch  chan error
+	err error
+}
+
+// flush sends the queued replies; each channel is buffered and used once.
+func (b *Backend) flush() {
+	for _, r := range b.outbox {
+		r.ch <- r.err
+	}
+	b.outbox = nil
+}
