@@ -97,7 +97,7 @@ type Backend struct {
 
 	// Owner goroutine only.
 	insts       []*instance
-	procs       map[*proc]struct{} // not yet gone
+	procs       map[*process]struct{} // not yet gone
 	stopping    bool
 	stopReplies []chan error
 	notify      *notifySocket
@@ -161,7 +161,7 @@ func New(b *config.Backend, socks []Socket, opts Options) (*Backend, error) {
 		done:      make(chan struct{}),
 		changed:   make(chan struct{}),
 		ready:     make(chan struct{}),
-		procs:     map[*proc]struct{}{},
+		procs:     map[*process]struct{}{},
 	}
 	for i, s := range b.Sockets {
 		in := &instance{idx: i, spec: s, path: s.Path, state: StateStopped, slot: newProbeSlot()}

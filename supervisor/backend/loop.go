@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"syscall"
 	"time"
-
-	"github.com/sockvisor/sockvisor/supervisor/config"
 )
 
 // Run is the owner goroutine: it starts every instance and supervises
@@ -124,7 +122,7 @@ const (
 
 type event struct {
 	kind evKind
-	p    *proc
+	p    *process
 	in   *instance
 	gen  uint64
 	ws   syscall.WaitStatus
@@ -160,59 +158,27 @@ func (b *Backend) after(d time.Duration, ev event) {
 	}()
 }
 
-// handle applies one event. Owner only.
+// handle applies one event. Owner only. The transitions it leads to are
+// in lifecycle.go (processes, backoff) and ondemand.go (wake, idleness).
 func (b *Backend) handle(ev event) {
 	p := ev.p
 	switch ev.kind {
 	case evExited:
 		b.exited(p, ev.ws)
 	case evGone:
-		p.gone = true
-		close(p.goneCh)
-		delete(b.procs, p)
-		in := p.inst
-		if in.spawnWhenGone && !b.stopping && !b.hasLive(in) {
-			in.spawnWhenGone = false
-			b.spawn(in)
-		}
+		b.gone(p)
 	case evProbed:
-		if p.exited || p.ready || (p != p.inst.cur && p != p.inst.next) {
-			return
-		}
-		if ev.err != nil {
-			b.notReady(p, ev.err)
-			return
-		}
-		p.probeOK = true
-		b.maybeReady(p)
-		if !p.ready {
-			// The probe passed but READY=1 is still due.
-			b.after(p.deadline.Sub(b.clock.Now()), event{kind: evReadyDeadline, p: p})
-		}
+		b.probed(p, ev.err)
 	case evReadyDeadline:
-		if !p.ready && !p.exited && (p == p.inst.cur || p == p.inst.next) {
-			b.notReady(p, fmt.Errorf("%w: process %d answered the probe but sent no READY=1 within ready.timeout %s", ErrNotReady, p.pid, b.cfg.Ready.Timeout))
-		}
+		b.readyDeadline(p)
 	case evNotify:
 		b.notified(ev.pid, ev.vars)
 	case evBackoff:
-		in := ev.in
-		if ev.gen == in.backoff && in.cur == nil && in.next == nil && !b.stopping {
-			if b.cfg.Handoff == config.HandoffSelf && b.hasLive(in) {
-				in.spawnWhenGone = true
-			} else {
-				b.spawn(in)
-			}
-		}
+		b.restartDue(ev.in, ev.gen)
 	case evKill:
-		if !p.gone && !p.killSent {
-			p.killSent = true
-			b.log.Warn("stop timeout expired; killing the process group", "instance", p.inst.idx, "pid", p.pid, "members", groupMembers(p.pid))
-			if err := signalGroup(p.pid, syscall.SIGKILL); err != nil {
-				b.log.Error("kill failed", "error", err)
-			}
-			b.after(killWait, event{kind: evKillDeadline, p: p})
-		}
+		b.kill(p)
+	case evKillDeadline:
+		b.abandon(p)
 	case evWake:
 		in := ev.in
 		if ev.gen == in.od.gen && in.state == StateIdle && !b.stopping {
@@ -221,15 +187,6 @@ func (b *Backend) handle(ev event) {
 		}
 	case evIdleCheck:
 		b.idleCheck(ev.in, ev.gen)
-	case evKillDeadline:
-		if !p.gone {
-			members := groupMembers(p.pid)
-			err := fmt.Errorf("process group %d of backend %q still has processes %v %s after SIGKILL; they are stuck in the kernel, check them with ps", p.pid, b.cfg.Name, members, killWait)
-			b.log.Error("process group survived SIGKILL", "pid", p.pid, "members", members)
-			b.runErr = errors.Join(b.runErr, err)
-			p.abandoned = true
-			delete(b.procs, p)
-		}
 	}
 }
 

@@ -178,7 +178,7 @@ func (b *Backend) publish() {
 		}
 		if p := in.cur; p != nil && running {
 			is.PID = p.pid
-			is.Ready = p.ready
+			is.Ready = p.wasReady()
 			is.StatusText = p.statusText
 			is.Notified = p.notified
 			is.Reloading = p.reloading
