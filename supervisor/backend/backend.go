@@ -97,7 +97,7 @@ type Backend struct {
 
 	// Owner goroutine only.
 	insts       []*instance
-	procs       map[*process]struct{} // not yet gone
+	procs       map[*process]struct{} // neither gone nor abandoned
 	stopping    bool
 	stopReplies []chan error
 	notify      *notifySocket
