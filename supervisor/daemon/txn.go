@@ -145,12 +145,9 @@ func (t *txn) build(ctx context.Context, stored map[string]*os.File) error {
 		if t.selfReplacement(name) {
 			continue
 		}
-		p, err := d.startProc(t.next, t.next.Backend(name))
+		p, err := t.start(name)
 		if err != nil {
-			if t.initial {
-				return err
-			}
-			return fmt.Errorf("config not reloaded: %w", err)
+			return err
 		}
 		t.fresh = append(t.fresh, p)
 	}
@@ -161,6 +158,15 @@ func (t *txn) build(ctx context.Context, stored map[string]*os.File) error {
 		d.mu.Unlock()
 	}
 	return nil
+}
+
+// start starts the process of backend name of the new generation.
+func (t *txn) start(name string) (*proc, error) {
+	p, err := t.d.startProc(t.next, t.next.Backend(name))
+	if err != nil && !t.initial {
+		return nil, fmt.Errorf("config not reloaded: %w", err)
+	}
+	return p, err
 }
 
 // selfReplacement reports whether name replaces a running self-binding
@@ -191,12 +197,9 @@ func (t *txn) prove(ctx context.Context) error {
 			d.stopProcs([]*proc{p})
 			t.displaced = append(t.displaced, p)
 		}
-		np, err := d.startProc(t.next, t.next.Backend(name))
+		np, err := t.start(name)
 		if err != nil {
-			if t.initial {
-				return err
-			}
-			return fmt.Errorf("config not reloaded: %w", err)
+			return err
 		}
 		t.fresh = append(t.fresh, np)
 		self = append(self, np)
