@@ -255,26 +255,28 @@ func notifier() int {
 	return 0
 }
 
-// trackingListener counts connections not yet closed.
+// trackingListener counts connections not yet closed, and Accept calls
+// under way (one may return a connection as the listener closes).
 type trackingListener struct {
 	net.Listener
 	active atomic.Int64
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
+	l.active.Add(1)
 	c, err := l.Listener.Accept()
 	if err != nil {
+		l.active.Add(-1)
 		return nil, err
 	}
-	l.active.Add(1)
 	return &trackedConn{Conn: c, l: l}, nil
 }
 
-// drain stops accepting and waits (at most 10s) for accepted connections
-// to be closed by their handlers; clients here never keep connections alive.
+// drain stops accepting and waits (at most 10s) for the Accept under way
+// to return and accepted connections to be closed by their handlers;
+// clients here never keep connections alive.
 func (l *trackingListener) drain() {
 	l.Close()
-	time.Sleep(50 * time.Millisecond) // an Accept returning right now
 	for deadline := time.Now().Add(10 * time.Second); l.active.Load() > 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
