@@ -90,6 +90,8 @@ func (b *Backend) waitOutput() {
 	}
 }
 
+// request is a caller's call (Restart, Reload, Stop, Start, Idle); the
+// owner answers on reply, once.
 type reqKind int
 
 const (
@@ -105,19 +107,20 @@ type request struct {
 	reply chan error
 }
 
+// event is what a helper goroutine tells the owner; handle applies it.
 type evKind int
 
 const (
-	evExited evKind = iota
-	evGone
-	evProbed
-	evNotify
-	evReadyDeadline
-	evBackoff
-	evKill
-	evKillDeadline
-	evWake      // a connection waits on an idle instance's socket
-	evIdleCheck // sample a running on-demand instance's connections
+	evExited        evKind = iota // reaper: the main process p ended (ws)
+	evGone                        // reaper: p's group has no live process left
+	evProbed                      // probe: p's readiness probe ended (err)
+	evNotify                      // notify reader: a datagram from pid (vars)
+	evReadyDeadline               // timer: p's READY=1 is due
+	evBackoff                     // timer: the backoff of in, generation gen, ended
+	evKill                        // timer: p's stop_timeout passed
+	evKillDeadline                // timer: killWait passed since p's SIGKILL
+	evWake                        // watch: a connection waits on an idle instance's socket
+	evIdleCheck                   // timer: sample a running on-demand instance's connections
 )
 
 type event struct {
@@ -180,11 +183,7 @@ func (b *Backend) handle(ev event) {
 	case evKillDeadline:
 		b.abandon(p)
 	case evWake:
-		in := ev.in
-		if ev.gen == in.od.gen && in.state == StateIdle && !b.stopping {
-			in.od.unwatch = nil
-			b.wake(in, "a connection is waiting")
-		}
+		b.woken(ev.in, ev.gen)
 	case evIdleCheck:
 		b.idleCheck(ev.in, ev.gen)
 	}

@@ -157,6 +157,15 @@ func (b *Backend) unwatch(in *instance) {
 	in.od.gen++
 }
 
+// woken handles the watch of generation gen seeing a connection wait on
+// in's socket. Owner only.
+func (b *Backend) woken(in *instance, gen uint64) {
+	if gen == in.od.gen && in.state == StateIdle && !b.stopping {
+		in.od.unwatch = nil
+		b.wake(in, "a connection is waiting")
+	}
+}
+
 // wake starts an idle instance. Owner only.
 func (b *Backend) wake(in *instance, why string) {
 	b.unwatch(in)
