@@ -305,7 +305,7 @@ backend "good" {
   mount = "/good"
 }
 `, e.exe, e.exe))
-	clock := newFastClock(50)
+	clock := newFakeClock()
 	if os.Geteuid() != 0 {
 		for _, b := range cfg.Backends {
 			b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
@@ -319,6 +319,8 @@ backend "good" {
 
 	stop := make(chan struct{})
 	res, wait := runLoad(2, httpRequester(goodSocks[0].Path(), "/"), stop)
+	// The bad backend's clock moves only here: each backoff timer fires
+	// as soon as it is armed, so no backoff delay is waited out.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st := bb.Status()
@@ -328,7 +330,11 @@ backend "good" {
 		if time.Now().After(deadline) {
 			t.Fatalf("bad backend never failed: %+v", st)
 		}
-		time.Sleep(20 * time.Millisecond)
+		if d, ok := clock.next(time.Second, 16*time.Second); ok {
+			clock.advance(d)
+		} else {
+			time.Sleep(5 * time.Millisecond) // the next crash is real
+		}
 	}
 	close(stop)
 	wait()
@@ -383,7 +389,10 @@ stop_timeout = "1s"
 	if os.Geteuid() != 0 {
 		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
 	}
-	be := New(b, e.sockets(b), Options{Logger: testutil.Logger("test", hclog.Info), Executable: e.exe, StateDir: e.state})
+	be, err := New(b, e.sockets(b), Options{Logger: testutil.Logger("test", hclog.Info), Executable: e.exe, StateDir: e.state})
+	if err != nil {
+		t.Fatal(err)
+	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- be.Run(context.Background()) }()
 	t.Cleanup(func() { be.Stop(context.Background()); <-runErr })

@@ -7,8 +7,8 @@ import (
 
 // Clock is the time source of every policy delay: backoff, readiness
 // deadline and probe interval, stop timeout, healthy-run length. Tests
-// inject a faster one; polls of the process table and of a self-bound
-// socket use real time.
+// inject one they advance by hand, so no backoff is waited out; polls of
+// the process table and of a self-bound socket use real time.
 type Clock interface {
 	Now() time.Time
 	After(d time.Duration) <-chan time.Time

@@ -211,8 +211,9 @@ func playRole(role string) int {
 }
 
 // notifier serves its NOTIFY_SOCKET value over HTTP on fd 3 and walks
-// through the sd_notify contract: READY=1, RELOADING=1, READY=1 with
-// MAINPID= of a child in its group, WATCHDOG=1.
+// through the sd_notify contract: READY=1 at once, then one step per
+// request for /next: RELOADING=1, READY=1 with MAINPID= of a child in its
+// group, WATCHDOG=1.
 func notifier() int {
 	l, err := net.FileListener(os.NewFile(3, "listener"))
 	if err != nil {
@@ -220,7 +221,6 @@ func notifier() int {
 		return 4
 	}
 	addr := os.Getenv("NOTIFY_SOCKET")
-	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, addr) }))
 	exe, _ := os.Executable()
 	child, err := syscall.ForkExec(exe, []string{exe}, &syscall.ProcAttr{Env: []string{"SV_ROLE=pause"}, Files: []uintptr{0, 1, 2}})
 	if err != nil {
@@ -234,38 +234,49 @@ func notifier() int {
 		} else {
 			fmt.Fprintln(os.Stderr, err)
 		}
-		time.Sleep(300 * time.Millisecond)
 	}
+	var mu sync.Mutex // guards steps
+	steps := []string{"RELOADING=1\nSTATUS=reloading", fmt.Sprintf("READY=1\nSTATUS=reloaded\nMAINPID=%d", child), "WATCHDOG=1"}
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/next" {
+			mu.Lock()
+			if len(steps) > 0 {
+				send(steps[0])
+				steps = steps[1:]
+			}
+			mu.Unlock()
+		}
+		fmt.Fprint(w, addr)
+	}))
 	send("READY=1\nSTATUS=serving")
-	send("RELOADING=1\nSTATUS=reloading")
-	send(fmt.Sprintf("READY=1\nSTATUS=reloaded\nMAINPID=%d", child))
-	send("WATCHDOG=1")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM)
 	<-sig
 	return 0
 }
 
-// trackingListener counts connections not yet closed.
+// trackingListener counts connections not yet closed, and Accept calls
+// under way (one may return a connection as the listener closes).
 type trackingListener struct {
 	net.Listener
 	active atomic.Int64
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
+	l.active.Add(1)
 	c, err := l.Listener.Accept()
 	if err != nil {
+		l.active.Add(-1)
 		return nil, err
 	}
-	l.active.Add(1)
 	return &trackedConn{Conn: c, l: l}, nil
 }
 
-// drain stops accepting and waits (at most 10s) for accepted connections
-// to be closed by their handlers; clients here never keep connections alive.
+// drain stops accepting and waits (at most 10s) for the Accept under way
+// to return and accepted connections to be closed by their handlers;
+// clients here never keep connections alive.
 func (l *trackingListener) drain() {
 	l.Close()
-	time.Sleep(50 * time.Millisecond) // an Accept returning right now
 	for deadline := time.Now().Add(10 * time.Second); l.active.Load() > 0 && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -320,6 +331,8 @@ func whoami(w http.ResponseWriter, r *http.Request) {
 
 // testSocket is a minimal stand-in for sockets.Listener: a listening
 // socket held as *os.File, with a hidden hard link to restore its path.
+var _ Socket = (*testSocket)(nil)
+
 type testSocket struct {
 	f    *os.File
 	path string
@@ -459,7 +472,10 @@ func (e *env) start(b *config.Backend, socks []Socket, opts Options) *Backend {
 	if opts.StateDir == "" {
 		opts.StateDir = e.state
 	}
-	be := New(b, socks, opts)
+	be, err := New(b, socks, opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	var pids sync.Map // every pid seen, to check their groups afterwards
 	runErr := make(chan error, 1)
 	go func() { runErr <- be.Run(context.Background()) }()
@@ -518,6 +534,19 @@ func (e *env) start(b *config.Backend, socks []Socket, opts Options) *Backend {
 		}
 	})
 	return be
+}
+
+// waitUntil polls cond until it holds, and fails the test if it still
+// does not after d.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func waitReady(t *testing.T, be *Backend, d time.Duration) {
@@ -651,33 +680,73 @@ func runLoad(clients int, do requester, stop <-chan struct{}) (*loadResult, func
 	return r, wg.Wait
 }
 
-// fastClock runs scale times faster than real time and records every
+// fakeClock stands still until the test advances it, and records every
 // delay asked of it.
-type fastClock struct {
-	scale int64
-	base  time.Time
-	real0 time.Time
-	mu    sync.Mutex
-	waits []time.Duration
+type fakeClock struct {
+	mu     sync.Mutex // guards the fields below
+	now    time.Time
+	waits  []time.Duration
+	timers []fakeTimer
 }
 
-func newFastClock(scale int64) *fastClock {
-	now := time.Now()
-	return &fastClock{scale: scale, base: now, real0: now}
+type fakeTimer struct {
+	at time.Time
+	d  time.Duration
+	ch chan time.Time
 }
 
-func (c *fastClock) Now() time.Time {
-	return c.base.Add(time.Since(c.real0) * time.Duration(c.scale))
-}
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
 
-func (c *fastClock) After(d time.Duration) <-chan time.Time {
+func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
-	c.waits = append(c.waits, d)
-	c.mu.Unlock()
-	return time.After(d / time.Duration(c.scale))
+	defer c.mu.Unlock()
+	return c.now
 }
 
-func (c *fastClock) delays(atLeast time.Duration) []time.Duration {
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.waits = append(c.waits, d)
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.timers = append(c.timers, fakeTimer{at: c.now.Add(d), d: d, ch: ch})
+	return ch
+}
+
+// advance moves the clock by d and fires every timer due by then.
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	pending := c.timers[:0]
+	for _, tm := range c.timers {
+		if tm.at.After(c.now) {
+			pending = append(pending, tm)
+		} else {
+			tm.ch <- c.now
+		}
+	}
+	c.timers = pending
+}
+
+// next returns how long until the earliest pending timer asked for a delay
+// between min and max fires, and false if there is none.
+func (c *fakeClock) next(min, max time.Duration) (time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var at time.Time
+	for _, tm := range c.timers {
+		if tm.d >= min && tm.d <= max && (at.IsZero() || tm.at.Before(at)) {
+			at = tm.at
+		}
+	}
+	return at.Sub(c.now), !at.IsZero()
+}
+
+func (c *fakeClock) delays(atLeast time.Duration) []time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []time.Duration

@@ -2,7 +2,9 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,10 +72,14 @@ mount = ""
 	}
 
 	pid := be.Status().PID
+	next := func() { fetch(t, socks[0].Path(), "/next") }
+	next()
 	waitStatus(t, be, 5*time.Second, "reloading", func(is InstanceStatus) bool { return is.Reloading && is.StatusText == "reloading" })
+	next()
 	is := waitStatus(t, be, 5*time.Second, "reloaded with a new main pid", func(is InstanceStatus) bool {
 		return !is.Reloading && is.StatusText == "reloaded" && is.MainPID != 0
 	})
+	next() // WATCHDOG=1 needs nothing
 	if !is.Notified || !is.Ready || is.PID != pid {
 		t.Errorf("after the reload %+v; want notified, ready, pid %d", is, pid)
 	}
@@ -157,7 +163,10 @@ mount = ""
 }
 `, e.exe))
 	b := cfg.Backends[0] // runs as www-data
-	be := New(b, e.sockets(b), Options{Executable: e.exe, StateDir: e.state})
+	be, err := New(b, e.sockets(b), Options{Executable: e.exe, StateDir: e.state})
+	if err != nil {
+		t.Fatal(err)
+	}
 	n, err := be.openNotify()
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +351,7 @@ func TestNotifyFlood(t *testing.T) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("flood: %v %s", err, out)
 		}
-		time.Sleep(200 * time.Millisecond) // the reader drains the queue
+		waitUntil(t, 10*time.Second, "the reader drained the notify queue", func() bool { return pendingDatagram(t, n.conn) == 0 })
 		unix.Getrusage(unix.RUSAGE_SELF, &after)
 		took := time.Since(start)
 		n.Close()
@@ -357,4 +366,19 @@ func TestNotifyFlood(t *testing.T) {
 			t.Errorf("%s: no datagram reached the owner", c.name)
 		}
 	}
+}
+
+// pendingDatagram is the size of the next datagram queued on c, 0 if none.
+func pendingDatagram(t *testing.T, c *net.UnixConn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || ierr != nil {
+		t.Fatalf("SIOCINQ: %v", errors.Join(err, ierr))
+	}
+	return n
 }

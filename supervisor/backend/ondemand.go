@@ -157,6 +157,15 @@ func (b *Backend) unwatch(in *instance) {
 	in.od.gen++
 }
 
+// woken handles the watch of generation gen seeing a connection wait on
+// in's socket. Owner only.
+func (b *Backend) woken(in *instance, gen uint64) {
+	if gen == in.od.gen && in.state == StateIdle && !b.stopping {
+		in.od.unwatch = nil
+		b.wake(in, "a connection is waiting")
+	}
+}
+
 // wake starts an idle instance. Owner only.
 func (b *Backend) wake(in *instance, why string) {
 	b.unwatch(in)
@@ -167,7 +176,7 @@ func (b *Backend) wake(in *instance, why string) {
 }
 
 // onReady records a cold start's latency and arms the idle check. Owner only.
-func (b *Backend) onReady(in *instance, p *proc) {
+func (b *Backend) onReady(in *instance, p *process) {
 	if !b.cfg.OnDemand() {
 		return
 	}
@@ -190,7 +199,7 @@ func (b *Backend) armIdleCheck(in *instance) {
 // idleCheck samples in's socket and stops its process once it was idle for
 // idle_timeout. Owner only.
 func (b *Backend) idleCheck(in *instance, gen uint64) {
-	if gen != in.od.idleGen || b.stopping || in.cur == nil || !in.cur.ready || in.cur.stopSent {
+	if gen != in.od.idleGen || b.stopping || in.cur == nil || in.cur.phase != phaseReady {
 		return
 	}
 	now := b.clock.Now()
@@ -219,7 +228,7 @@ func (b *Backend) idleCheck(in *instance, gen uint64) {
 func (b *Backend) idleStop(in *instance) {
 	b.od.add(0, 1)
 	in.od.idleGen++
-	for _, p := range []*proc{in.cur, in.next} {
+	for _, p := range []*process{in.cur, in.next} {
 		if p != nil {
 			p.idleStop = true
 			p.noPark.Store(true)
@@ -232,7 +241,7 @@ func (b *Backend) idleStop(in *instance) {
 
 // idleExited handles the exit of a process stopped for idleness; it
 // reports whether it did. Owner only.
-func (b *Backend) idleExited(in *instance, p *proc) bool {
+func (b *Backend) idleExited(in *instance, p *process) bool {
 	if !p.idleStop || p != in.cur || b.stopping {
 		return false
 	}

@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -247,19 +246,17 @@ func TestEveryPresetHasFlags(t *testing.T) {
 	}
 }
 
-// A missing socket is a clear error from Run, never a panic.
+// A missing socket is a clear error from New, never a panic.
 func TestMissingSocket(t *testing.T) {
-	b := &config.Backend{Name: "app", Preset: "generic", Handoff: "listen-fds", Protocol: "http",
+	b := &config.Backend{Name: "app", Preset: config.PresetGeneric, Handoff: config.HandoffListenFDs, Protocol: config.ProtocolHTTP,
 		Command: []string{"/bin/true"}, Sockets: []config.Socket{{Path: "/run/sv/app.sock"}}}
-	var typedNil *testSocket
-	for _, socks := range [][]Socket{nil, {typedNil}} {
-		be := New(b, socks, Options{Executable: "/bin/true"})
-		err := be.Run(context.Background())
+	for _, socks := range [][]Socket{nil, {nil}} {
+		be, err := New(b, socks, Options{Executable: "/bin/true"})
 		if err == nil || !strings.Contains(err.Error(), "has no listening socket for instance 0") {
-			t.Fatalf("Run with sockets %v: %v", socks, err)
+			t.Fatalf("New with sockets %v: %v", socks, err)
 		}
-		if err := be.Stop(context.Background()); err != nil {
-			t.Fatalf("Stop after Run returned: %v", err)
+		if be != nil {
+			t.Fatalf("New with sockets %v returned a backend along with its error", socks)
 		}
 	}
 }

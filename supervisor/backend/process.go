@@ -2,14 +2,11 @@ package backend
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,39 +19,6 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
 
-// proc is one started process and its process group (pgid == pid). Only
-// the owner goroutine touches its fields.
-type proc struct {
-	inst     *instance
-	pid      int
-	started  time.Time
-	deadline time.Time // readiness must come before this
-	readyAt  time.Time
-
-	probeOK   bool // the protocol probe answered
-	notified  bool // READY=1 came from its group
-	ready     bool
-	exited    bool // main process reaped
-	gone      bool // reaped and no live process left in its group
-	stopSent  bool
-	killSent  bool
-	abandoned bool // survived SIGKILL; given up on
-	idleStop  bool // stopped for idleness (on-demand); its exit makes the instance idle
-	// noPark: close the pending probe connection instead of keeping it
-	// for the next prober (set by the owner before it cancels the probe).
-	noPark atomic.Bool
-
-	statusText  string // last STATUS= it sent
-	mainPID     int    // where signals go: pid, or what MAINPID= named
-	reloading   bool   // RELOADING=1 without READY=1 since
-	cancelProbe context.CancelFunc
-	goneCh      chan struct{} // closed when gone; ends its timers early
-
-	tail    outputTail     // last output lines, for StartError
-	outputs sync.WaitGroup // its two output forwarders
-	outDone chan struct{}  // closed when both forwarders reached EOF
-}
-
 // outputSettle bounds how long, after the main process exited, its exit
 // waits for the rest of its output (still in the pipe) so StartError.Tail
 // holds its last words; EOF usually comes within a millisecond.
@@ -65,7 +29,7 @@ const outputSettle = 250 * time.Millisecond
 const pollGroup = 25 * time.Millisecond
 
 // startProcess spawns one process for in through the exec shim. Owner only.
-func (b *Backend) startProcess(in *instance) (*proc, error) {
+func (b *Backend) startProcess(in *instance) (*process, error) {
 	cmd, err := buildCommand(b.cfg, in.idx, in.path, b.stateDir)
 	if err != nil {
 		return nil, err
@@ -164,7 +128,7 @@ func (b *Backend) startProcess(in *instance) (*proc, error) {
 		return nil, fmt.Errorf("starting %s through the exec shim %s: %w", cmd.argv[0], b.exe, err)
 	}
 	now := b.clock.Now()
-	p := &proc{inst: in, pid: pid, mainPID: pid, started: now, deadline: now.Add(b.cfg.Ready.Timeout), goneCh: make(chan struct{}), outDone: make(chan struct{})}
+	p := &process{inst: in, pid: pid, mainPID: pid, started: now, deadline: now.Add(b.cfg.Ready.Timeout), goneCh: make(chan struct{}), outDone: make(chan struct{})}
 	b.log.Info("started", "instance", in.idx, "pid", pid, "command", strings.Join(cmd.argv, " "))
 	b.forward(p, outR, "stdout")
 	b.forward(p, errR, "stderr")
@@ -234,7 +198,7 @@ const maxLine = 64 << 10
 // forward logs each line the process writes to stream, whole: never split
 // across records nor merged. It ends at EOF, i.e. when every process
 // holding the pipe has exited.
-func (b *Backend) forward(p *proc, f *os.File, stream string) {
+func (b *Backend) forward(p *process, f *os.File, stream string) {
 	b.output.Add(1)
 	p.outputs.Add(1)
 	go func() {
@@ -269,7 +233,7 @@ func (b *Backend) forward(p *proc, f *os.File, stream string) {
 
 // reap waits for the main process, reports its exit, then reports when its
 // process group has no live member left.
-func (b *Backend) reap(p *proc) {
+func (b *Backend) reap(p *process) {
 	defer b.helpers.Done()
 	var ws syscall.WaitStatus
 	for {

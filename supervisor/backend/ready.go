@@ -66,7 +66,7 @@ func (s probeSlot) drain() {
 // readiness probes p's socket until it answers or the deadline passes and
 // reports the outcome to the owner. A cancelled ctx (the process exited or
 // is being stopped) reports nothing.
-func (b *Backend) readiness(ctx context.Context, p *proc, path string, spec config.Socket, deadline time.Time) {
+func (b *Backend) readiness(ctx context.Context, p *process, path string, spec config.Socket, deadline time.Time) {
 	defer b.helpers.Done()
 	var conn *net.UnixConn
 	select {

@@ -80,14 +80,14 @@ func (e *StartError) Unwrap() []error {
 }
 
 // startError describes a failed start of p (nil if no process started).
-func (b *Backend) startError(in *instance, p *proc, ex *Exit, cause error) *StartError {
+func (b *Backend) startError(in *instance, p *process, ex *Exit, cause error) *StartError {
 	e := &StartError{Backend: b.cfg.Name, Instance: in.idx, Exit: ex, Err: cause}
 	if p != nil {
 		e.PID = p.pid
 		e.Tail = p.tail.lines()
 		e.Replacing = p == in.next
 	} else {
-		e.Replacing = in.cur != nil && in.cur.ready
+		e.Replacing = in.cur != nil && in.cur.wasReady()
 	}
 	return e
 }

@@ -411,17 +411,20 @@ func (s sharedSocket) SetBlocking() error {
 }
 
 // startSupervised starts the owner goroutine of b, a backend of cfg.
-func (d *Daemon) startSupervised(cfg *config.Config, b *config.Backend) *supervised {
+func (d *Daemon) startSupervised(cfg *config.Config, b *config.Backend) (*supervised, error) {
+	sup, err := d.newBackend(cfg, b, d.backendSockets(b))
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sv := &supervised{cfg: b, gen: cfg, cancel: cancel, done: make(chan struct{})}
-	sv.sup = d.newBackend(cfg, b, d.backendSockets(b))
+	sv := &supervised{cfg: b, gen: cfg, sup: sup, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(sv.done)
 		if err := sv.sup.Run(ctx); err != nil && ctx.Err() == nil {
 			d.log.Error("backend supervisor ended", "backend", b.Name, "error", err)
 		}
 	}()
-	return sv
+	return sv, nil
 }
 
 // waitReady waits for every backend of svs, each bounded by its

@@ -165,7 +165,7 @@ func (d *Daemon) report() *StatusReport {
 
 // newBackend builds the supervisor of one backend of cfg (the generation
 // it belongs to, which may not be in force yet) on its listeners.
-func (d *Daemon) newBackend(cfg *config.Config, b *config.Backend, socks []backend.Socket) *backend.Backend {
+func (d *Daemon) newBackend(cfg *config.Config, b *config.Backend, socks []backend.Socket) (*backend.Backend, error) {
 	return backend.New(b, socks, backend.Options{
 		Logger:     d.log.Named("backend"),
 		Executable: d.opts.Executable,

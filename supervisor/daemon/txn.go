@@ -145,7 +145,11 @@ func (t *txn) build(ctx context.Context, stored map[string]*os.File) error {
 		if t.selfReplacement(name) {
 			continue
 		}
-		t.fresh = append(t.fresh, d.startSupervised(t.next, t.next.Backend(name)))
+		sv, err := t.start(name)
+		if err != nil {
+			return err
+		}
+		t.fresh = append(t.fresh, sv)
 	}
 	if t.initial {
 		// Shown by status while start-up waits for them.
@@ -154,6 +158,15 @@ func (t *txn) build(ctx context.Context, stored map[string]*os.File) error {
 		d.mu.Unlock()
 	}
 	return nil
+}
+
+// start starts the supervisor of backend name of the new generation.
+func (t *txn) start(name string) (*supervised, error) {
+	sv, err := t.d.startSupervised(t.next, t.next.Backend(name))
+	if err != nil && !t.initial {
+		return nil, fmt.Errorf("config not reloaded: %w", err)
+	}
+	return sv, err
 }
 
 // selfReplacement reports whether name replaces a running self-binding
@@ -184,7 +197,10 @@ func (t *txn) prove(ctx context.Context) error {
 			d.stopSupervised([]*supervised{sv})
 			t.displaced = append(t.displaced, sv)
 		}
-		repl := d.startSupervised(t.next, t.next.Backend(name))
+		repl, err := t.start(name)
+		if err != nil {
+			return err
+		}
 		t.fresh = append(t.fresh, repl)
 		self = append(self, repl)
 	}
@@ -243,7 +259,11 @@ func (t *txn) fail(ctx context.Context, err error) error {
 	undo()
 	for _, sv := range t.displaced {
 		d.log.Warn("restarting the previous process of a self-binding backend", "backend", sv.cfg.Name)
-		repl := d.startSupervised(sv.gen, sv.cfg)
+		repl, err := d.startSupervised(sv.gen, sv.cfg)
+		if err != nil {
+			d.log.Error("cannot restart the previous process", "backend", sv.cfg.Name, "error", err)
+			continue
+		}
 		d.mu.Lock()
 		d.backends[sv.cfg.Name] = repl
 		d.mu.Unlock()

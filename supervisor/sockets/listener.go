@@ -16,7 +16,6 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/sockdiag"
 )
 
-
 // KeepName is the hidden hard link that keeps socket name reachable: a
 // backend may unlink the path, and the link restores it.
 func KeepName(name string) string { return "." + name + ".keep" }
