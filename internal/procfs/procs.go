@@ -128,3 +128,40 @@ func parseCgroup(s string) string {
 	}
 	return path
 }
+
+// Generation lists the live processes that belong to the process started
+// as pid: its process group (pgid == pid), plus its descendants that left
+// the group (a server that setsid's its workers). An old generation is
+// never among them: it is neither in the new group nor below the new
+// process. One pass over /proc.
+func Generation(pid int) []int {
+	var out []int
+	inGroup := map[int]bool{}
+	parent := map[int]int{} // the others
+	for _, q := range List() {
+		st, err := ReadStat(q)
+		if err != nil || st.Zombie() {
+			continue
+		}
+		if st.PGID == pid {
+			inGroup[q] = true
+			out = append(out, q)
+		} else {
+			parent[q] = st.PPID
+		}
+	}
+	for q, pp := range parent {
+		for depth := 0; pp > 1 && depth < 64; depth++ {
+			if pp == pid || inGroup[pp] {
+				out = append(out, q)
+				break
+			}
+			next, ok := parent[pp]
+			if !ok {
+				break
+			}
+			pp = next
+		}
+	}
+	return out
+}

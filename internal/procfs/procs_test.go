@@ -146,3 +146,51 @@ func TestParseCgroup(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A generation is its group plus descendants that left the group (setsid),
+// and never another group's processes.
+func TestGeneration(t *testing.T) {
+	cmd := exec.Command("/bin/sh", "-c", "/usr/bin/setsid /bin/sleep 30 & echo $!; wait")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	t.Cleanup(func() {
+		if left > 0 {
+			syscall.Kill(-left, syscall.SIGKILL)
+		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	})
+	var buf [32]byte
+	n, _ := out.Read(buf[:])
+	for _, c := range buf[:n] {
+		if c >= '0' && c <= '9' {
+			left = left*10 + int(c-'0')
+		}
+	}
+	// setsid runs before it execs sleep; wait until the child has its own group.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if st, err := ReadStat(left); err == nil && st.PGID == left {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child %d never left the group", left)
+		}
+	}
+	other, otherChild := startGroup(t)
+	gen := Generation(cmd.Process.Pid)
+	if !slices.Contains(gen, cmd.Process.Pid) || !slices.Contains(gen, left) {
+		t.Errorf("Generation(%d) = %v; want the leader and the setsid child %d", cmd.Process.Pid, gen, left)
+	}
+	for _, pid := range []int{os.Getpid(), other.Process.Pid, otherChild} {
+		if slices.Contains(gen, pid) {
+			t.Errorf("Generation(%d) = %v holds %d, which is not of it", cmd.Process.Pid, gen, pid)
+		}
+	}
+}

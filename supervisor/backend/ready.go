@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -252,7 +251,7 @@ func (pr *prober) acceptedBy() (acceptance, error) {
 	}
 	link := map[string]bool{procfs.SocketLink(st.Peer): true}
 	if pr.gen == nil || time.Since(pr.genAt) >= genFresh {
-		pr.gen, pr.genAt = generation(pr.pgid), time.Now()
+		pr.gen, pr.genAt = procfs.Generation(pr.pgid), time.Now()
 	}
 	for i := range holderRetries {
 		if len(procfs.HoldersIn(pr.gen, link)) > 0 {
@@ -276,51 +275,6 @@ func connInode(conn *net.UnixConn) (uint64, error) {
 		return 0, err
 	}
 	return st.Ino, serr
-}
-
-// generation lists the live processes that belong to the process started
-// as pid: its process group (pgid == pid), plus its descendants that left
-// the group (a server that setsid's its workers). An old generation is
-// never among them: it is neither in the new group nor below the new
-// process. One pass over /proc.
-func generation(pid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var out []int
-	inGroup := map[int]bool{}
-	parent := map[int]int{} // the others
-	for _, e := range ents {
-		q, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := procfs.ReadStat(q)
-		if err != nil || st.Zombie() {
-			continue
-		}
-		if st.PGID == pid {
-			inGroup[q] = true
-			out = append(out, q)
-		} else {
-			parent[q] = st.PPID
-		}
-	}
-	for q, pp := range parent {
-		for depth := 0; pp > 1 && depth < 64; depth++ {
-			if pp == pid || inGroup[pp] {
-				out = append(out, q)
-				break
-			}
-			next, ok := parent[pp]
-			if !ok {
-				break
-			}
-			pp = next
-		}
-	}
-	return out
 }
 
 // exchange runs the protocol probe on a connection the new group accepted.
