@@ -73,9 +73,46 @@ func TestOutputTailBounds(t *testing.T) {
 		tl.add(fmt.Sprint(i))
 	}
 	tl.add(long)
-	got := tl.lines()
+	got, _ := tl.lines()
 	if len(got) != TailLines || got[0] != fmt.Sprint(2*TailLines+1) || len(got[TailLines-1]) != TailLineBytes {
 		t.Errorf("tail has %d lines, first %q, last %d bytes; want %d lines, the newest, each at most %d bytes", len(got), got[0], len(got[len(got)-1]), TailLines, TailLineBytes)
+	}
+}
+
+// The first error line is kept when a second report pushes it out of the
+// last lines (gunicorn's arbiter after a worker's SyntaxError), and not
+// repeated while the tail still holds it.
+func TestOutputTailFirstError(t *testing.T) {
+	var tl outputTail
+	for _, l := range []string{"[INFO] Booting worker", `  File "/srv/app/app.py", line 2`, "    def (", "SyntaxError: invalid syntax"} {
+		tl.add(l)
+	}
+	if tail, first := tl.lines(); first != "" || !slices.Contains(tail, "SyntaxError: invalid syntax") {
+		t.Errorf("lines() = %q, %q; want the error in the tail and no separate first error", tail, first)
+	}
+	for i := range TailLines {
+		tl.add(fmt.Sprintf("  File \"arbiter.py\", line %d, in halt", i))
+	}
+	tl.add("gunicorn.errors.HaltServer: <HaltServer 'Worker failed to boot.' 3>")
+	if tail, first := tl.lines(); first != "SyntaxError: invalid syntax" || slices.Contains(tail, first) {
+		t.Errorf("lines() = %q, %q; want the SyntaxError kept as the first error", tail, first)
+	}
+	se := &StartError{Backend: "app", PID: 7, Exit: &Exit{Code: 3}, FirstError: "SyntaxError: invalid syntax", Tail: []string{"x"}}
+	if msg := se.Error(); !strings.Contains(msg, `its first error: "SyntaxError: invalid syntax"`) {
+		t.Errorf("StartError text %q does not name the first error", msg)
+	}
+	for line, want := range map[string]bool{
+		"ModuleNotFoundError: No module named 'app'":                   true,
+		"django.core.exceptions.ImproperlyConfigured: SECRET_KEY":      false,
+		"config.ru:3:in `block in <main>': boom (RuntimeError)":        true,
+		"PHP Parse error:  syntax error, unexpected end of file":       true,
+		"[2026-12-01 12:00:00 +0000] [42] [ERROR] Exception in worker": false,
+		"KeyError":      true,
+		"no error here": false,
+	} {
+		if got := errorLine.MatchString(line); got != want {
+			t.Errorf("errorLine matches %q = %v, want %v", line, got, want)
+		}
 	}
 }
 

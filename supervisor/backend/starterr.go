@@ -2,6 +2,7 @@ package backend
 
 import (
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,12 @@ type StartError struct {
 	// stderr, oldest first: at most TailLines lines of at most
 	// TailLineBytes bytes each.
 	Tail []string
+	// FirstError is the first line of output that names an error the way
+	// Python, Ruby and PHP end their reports ("SyntaxError: invalid
+	// syntax"), when it is not among Tail: a server that reports the
+	// failure again (gunicorn's arbiter does) can push the cause out of the
+	// last lines. "" when there is none or Tail holds it.
+	FirstError string
 	// Replacing is set when an old process was serving the instance; it
 	// keeps serving, untouched.
 	Replacing bool
@@ -59,6 +66,9 @@ func (e *StartError) Error() string {
 	if e.Replacing {
 		sb.WriteString("; the old process keeps serving")
 	}
+	if e.FirstError != "" {
+		fmt.Fprintf(&sb, "; its first error: %s", strconv.Quote(e.FirstError))
+	}
 	if len(e.Tail) > 0 {
 		quoted := make([]string, len(e.Tail))
 		for i, l := range e.Tail {
@@ -84,7 +94,7 @@ func (b *Backend) startError(in *instance, p *process, ex *Exit, cause error) *S
 	e := &StartError{Backend: b.cfg.Name, Instance: in.idx, Exit: ex, Err: cause}
 	if p != nil {
 		e.PID = p.pid
-		e.Tail = p.tail.lines()
+		e.Tail, e.FirstError = p.tail.lines()
 		e.Replacing = p == in.next
 	} else {
 		e.Replacing = in.cur != nil && in.cur.wasReady()
@@ -92,12 +102,22 @@ func (b *Backend) startError(in *instance, p *process, ex *Exit, cause error) *S
 	return e
 }
 
-// outputTail is a process's last output lines, shared by its two output
-// forwarders and the owner goroutine.
+// outputTail is a process's last output lines and its first error line,
+// shared by its two output forwarders and the owner goroutine.
 type outputTail struct {
-	mu  sync.Mutex // guards buf
-	buf []string
+	mu       sync.Mutex // guards the fields below
+	buf      []string
+	firstErr string
+	// errAt is the number of lines added before firstErr, so lines knows
+	// whether it is still in buf.
+	errAt, added int
 }
+
+// errorLine matches the line that names an error at the end of a report:
+// Python's "SyntaxError: invalid syntax" or "pkg.errors.FooError: ...",
+// Ruby's "config.ru:3:in `<main>': boom (RuntimeError)", PHP's
+// "PHP Parse error: ...".
+var errorLine = regexp.MustCompile(`^([A-Za-z_]\w*\.)*\w*(Error|Exception)(: |$)|\((\w+::)*\w*(Error|Exception)\)$|^PHP (Parse|Fatal) error: `)
 
 func (t *outputTail) add(line string) {
 	if len(line) > TailLineBytes {
@@ -105,6 +125,10 @@ func (t *outputTail) add(line string) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.firstErr == "" && errorLine.MatchString(line) {
+		t.firstErr, t.errAt = line, t.added
+	}
+	t.added++
 	if len(t.buf) == TailLines {
 		copy(t.buf, t.buf[1:])
 		t.buf = t.buf[:TailLines-1]
@@ -112,8 +136,13 @@ func (t *outputTail) add(line string) {
 	t.buf = append(t.buf, line)
 }
 
-func (t *outputTail) lines() []string {
+// lines returns the last lines, and the first error line if it is not
+// among them.
+func (t *outputTail) lines() (tail []string, firstErr string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return append([]string(nil), t.buf...)
+	if t.firstErr != "" && t.errAt < t.added-len(t.buf) {
+		firstErr = t.firstErr
+	}
+	return append([]string(nil), t.buf...), firstErr
 }
