@@ -2,9 +2,10 @@ package backend
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/sockvisor/sockvisor/supervisor/config"
@@ -49,12 +50,7 @@ func fpmPoolConfig(b *config.Backend, instance int, listen string) (string, erro
 	if b.Directory != "" {
 		fmt.Fprintf(&sb, "chdir = %s\n", b.Directory)
 	}
-	keys := make([]string, 0, len(b.Environment))
-	for k := range b.Environment {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(b.Environment)) {
 		v := b.Environment[k]
 		// Single quotes are literal in PHP's ini syntax; no escape exists.
 		if strings.ContainsAny(v, "'\n\r") || strings.ContainsAny(k, "[]'\n\r ") {
@@ -62,12 +58,7 @@ func fpmPoolConfig(b *config.Backend, instance int, listen string) (string, erro
 		}
 		fmt.Fprintf(&sb, "env[%s] = '%s'\n", k, v)
 	}
-	settings := make([]string, 0, len(fpm.Settings))
-	for k := range fpm.Settings {
-		settings = append(settings, k)
-	}
-	sort.Strings(settings)
-	for _, k := range settings {
+	for _, k := range slices.Sorted(maps.Keys(fpm.Settings)) {
 		v := fpm.Settings[k]
 		if strings.ContainsAny(v, "\"\n\r\x00") || strings.Contains(v, "${") {
 			return "", fmt.Errorf("fpm setting %s of backend %q has a double quote, line break or ${ in its value, which PHP-FPM's ini syntax cannot hold; remove those characters", k, b.Name)
