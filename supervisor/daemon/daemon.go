@@ -1,14 +1,3 @@
-// Package daemon is `sockvisor run`: it owns the socket directory, the
-// listening sockets, the backends, the Apache config and the control socket
-// for the life of the process.
-//
-// Invariants: a socket's file and inode never disappear while its backend is
-// configured (sockets are adopted from systemd's fd store when present, or
-// taken back from a crashed sockvisor's backends, and closing never
-// unlinks), unless a backend shut the socket down: then a new one replaces
-// it at the same path (repair.go); config reloads are serialized and transactional:
-// everything new is provisioned and ready before anything old is stopped, and
-// a failed reload leaves the previous generation serving untouched.
 package daemon
 
 import (
@@ -35,6 +24,14 @@ import (
 	"github.com/sockvisor/sockvisor/supervisor/notify"
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
+
+// ApacheFactory builds the Apache manager for a config; tests point it at a
+// private Apache.
+type ApacheFactory func(cfg *config.Config, log hclog.Logger) (*apache.Manager, error)
+
+func defaultApache(cfg *config.Config, log hclog.Logger) (*apache.Manager, error) {
+	return apache.New(cfg, log)
+}
 
 // Options configures a Daemon. Zero values are filled from the environment.
 type Options struct {
@@ -408,6 +405,17 @@ func (s sharedSocket) SetBlocking() error {
 	default:
 		return nil
 	}
+}
+
+// newBackend builds the supervisor of one backend of cfg (the generation
+// it belongs to, which may not be in force yet) on its listeners.
+func (d *Daemon) newBackend(cfg *config.Config, b *config.Backend, socks []backend.Socket) (*backend.Backend, error) {
+	return backend.New(b, socks, backend.Options{
+		Logger:     d.log.Named("backend"),
+		Executable: d.opts.Executable,
+		StateDir:   d.opts.StateDir,
+		FixUp:      func(s config.Socket) error { return sockets.FixSocketFile(cfg, s) },
+	})
 }
 
 // startSupervised starts the owner goroutine of b, a backend of cfg.

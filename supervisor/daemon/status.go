@@ -9,21 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/sockvisor/sockvisor/supervisor/apache"
 	"github.com/sockvisor/sockvisor/supervisor/backend"
-	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/sockets"
 )
-
-// ApacheFactory builds the Apache manager for a config; tests point it at a
-// private Apache.
-type ApacheFactory func(cfg *config.Config, log hclog.Logger) (*apache.Manager, error)
-
-func defaultApache(cfg *config.Config, log hclog.Logger) (*apache.Manager, error) {
-	return apache.New(cfg, log)
-}
 
 // StatusReport is what `sockvisor status --json` prints.
 type StatusReport struct {
@@ -161,17 +150,6 @@ func (d *Daemon) report() *StatusReport {
 		r.Backends = append(r.Backends, br)
 	}
 	return r
-}
-
-// newBackend builds the supervisor of one backend of cfg (the generation
-// it belongs to, which may not be in force yet) on its listeners.
-func (d *Daemon) newBackend(cfg *config.Config, b *config.Backend, socks []backend.Socket) (*backend.Backend, error) {
-	return backend.New(b, socks, backend.Options{
-		Logger:     d.log.Named("backend"),
-		Executable: d.opts.Executable,
-		StateDir:   d.opts.StateDir,
-		FixUp:      func(s config.Socket) error { return sockets.FixSocketFile(cfg, s) },
-	})
 }
 
 // absPath is path made absolute against sockvisor's working directory,
