@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sockvisor/sockvisor/internal/procfs"
 )
 
 // Part 8: density. N Gunicorn sites (the Flask app bench/apps/density.py,
@@ -278,28 +280,11 @@ func memAvailable() int64 {
 
 // descendants lists every process below pid (not pid itself).
 func descendants(pid int) []int {
-	ents, _ := os.ReadDir("/proc")
 	children := map[int][]int{}
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
+	for _, p := range procfs.List() {
+		if st, err := procfs.ReadStat(p); err == nil {
+			children[st.PPID] = append(children[st.PPID], p)
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 {
-			continue
-		}
-		pp, _ := strconv.Atoi(f[1])
-		children[pp] = append(children[pp], p)
 	}
 	var out []int
 	var walk func(int)
@@ -315,20 +300,7 @@ func descendants(pid int) []int {
 
 // countGunicornMasters counts sockvisor's direct children: one per
 // running backend.
-func countGunicornMasters(pid int) int {
-	n := 0
-	for _, c := range descendants(pid) {
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c)); err == nil {
-			s := string(b)
-			if i := strings.LastIndexByte(s, ')'); i >= 0 {
-				if f := strings.Fields(s[i+1:]); len(f) > 1 && f[1] == strconv.Itoa(pid) {
-					n++
-				}
-			}
-		}
-	}
-	return n
-}
+func countGunicornMasters(pid int) int { return len(procfs.Children(pid)) }
 
 // treeMemory sums PSS and RSS (MiB) of sockvisor and every process below
 // it, and counts running backends (sockvisor's children).

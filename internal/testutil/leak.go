@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -138,26 +137,15 @@ func (c child) String() string {
 
 // childProcesses scans /proc for processes whose parent is this one.
 func childProcesses() []child {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	self := os.Getpid()
 	var out []child
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
+	for _, pid := range procfs.Children(os.Getpid()) {
+		st, err := procfs.ReadStat(pid)
 		if err != nil {
 			continue
 		}
-		st, err := procfs.ReadStat(pid)
-		if err != nil || st.PPID != self {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		arg := strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
+		arg := strings.Join(procfs.Proc.Cmdline(pid), " ")
 		if arg == "" {
-			comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
-			arg = "[" + strings.TrimSpace(string(comm)) + "]"
+			arg = "[" + st.Comm + "]"
 		}
 		out = append(out, child{pid: pid, state: st.State, cmdArg: arg})
 	}

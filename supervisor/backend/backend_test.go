@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
@@ -273,7 +274,7 @@ restart { min_delay = "200ms" }
 	// stops it: gunicorn 20.1 loses a TERM that reaches a booting worker.
 	waitReady(t, be, 30*time.Second)
 	newPID := be.Status().PID
-	for deadline := time.Now().Add(10 * time.Second); len(groupMembers(newPID)) < 3 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(10 * time.Second); len(procfs.GroupMembers(newPID)) < 3 && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -399,13 +400,13 @@ stop_timeout = "1s"
 	waitReady(t, be, 20*time.Second)
 	pid := be.Status().PID
 	deadline := time.Now().Add(5 * time.Second)
-	for len(groupMembers(pid)) < 2 {
+	for len(procfs.GroupMembers(pid)) < 2 {
 		if time.Now().After(deadline) {
 			t.Fatalf("grandchild never appeared in group %d", pid)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	members := groupMembers(pid)
+	members := procfs.GroupMembers(pid)
 
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -418,7 +419,7 @@ stop_timeout = "1s"
 		t.Fatalf("Run: %v", err)
 	}
 	runErr <- nil // for the cleanup
-	if left := groupMembers(pid); len(left) > 0 {
+	if left := procfs.GroupMembers(pid); len(left) > 0 {
 		t.Fatalf("group %d (was %v) still has %v after Stop", pid, members, left)
 	}
 	if took < time.Second || took > 1*time.Second+killWait {
@@ -653,7 +654,7 @@ instances = 2
 	// under them (they would sit in accept(2) until SIGKILL).
 	start := time.Now()
 	for _, in := range st.Instances {
-		for len(groupMembers(in.PID)) > 0 {
+		for len(procfs.GroupMembers(in.PID)) > 0 {
 			if time.Since(start) > 5*time.Second {
 				t.Fatalf("old process %d still running 5s after the restart (stop_timeout 30s)", in.PID)
 			}

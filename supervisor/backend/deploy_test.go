@@ -192,9 +192,9 @@ func TestBrokenDeploy(t *testing.T) {
 			if g := servedBy(t, path); g != old {
 				t.Fatalf("answered by group %d; want the backend's %d", g, old)
 			}
-			for deadline := time.Now().Add(20 * time.Second); len(groupMembers(old)) < c.procs; time.Sleep(20 * time.Millisecond) {
+			for deadline := time.Now().Add(20 * time.Second); len(procfs.GroupMembers(old)) < c.procs; time.Sleep(20 * time.Millisecond) {
 				if time.Now().After(deadline) {
-					t.Fatalf("group %d has %v; want %d processes", old, groupMembers(old), c.procs)
+					t.Fatalf("group %d has %v; want %d processes", old, procfs.GroupMembers(old), c.procs)
 				}
 			}
 			time.Sleep(time.Second) // the last worker imports the app
@@ -248,7 +248,7 @@ func TestBrokenDeploy(t *testing.T) {
 			// The old process may still be finishing; wait until only the
 			// new one answers.
 			deadline := time.Now().Add(15 * time.Second)
-			for len(groupMembers(old)) > 0 && time.Now().Before(deadline) {
+			for len(procfs.GroupMembers(old)) > 0 && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
 			}
 			if g := servedBy(t, path); g != st.PID {

@@ -8,7 +8,9 @@
 // goroutines never touch that state: reapers, timers, probes and the notify
 // reader send it events, callers send it requests carrying a reply channel,
 // and Status reads a snapshot the owner publishes under a mutex. So starts,
-// stops and restarts never race. Every process runs in its own process
+// stops and restarts never race. Two fields of a process are shared on
+// purpose: its output tail, which the output forwarders fill under the
+// tail's own mutex, and noPark, an atomic its probe reads. Every process runs in its own process
 // group, and Run returns only after each group it started has no live
 // process left (or survived SIGKILL, which Run reports as an error).
 //

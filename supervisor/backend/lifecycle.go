@@ -466,7 +466,7 @@ func (b *Backend) kill(p *process) {
 		return
 	}
 	b.setPhase(p, phaseKilling)
-	b.log.Warn("stop timeout expired; killing the process group", "instance", p.inst.idx, "pid", p.pid, "members", groupMembers(p.pid))
+	b.log.Warn("stop timeout expired; killing the process group", "instance", p.inst.idx, "pid", p.pid, "members", procfs.GroupMembers(p.pid))
 	if err := signalGroup(p.pid, syscall.SIGKILL); err != nil {
 		b.log.Error("kill failed", "error", err)
 	}
@@ -479,7 +479,7 @@ func (b *Backend) abandon(p *process) {
 	if p.phase != phaseKilling {
 		return
 	}
-	members := groupMembers(p.pid)
+	members := procfs.GroupMembers(p.pid)
 	err := fmt.Errorf("process group %d of backend %q still has processes %v %s after SIGKILL; they are stuck in the kernel, check them with ps", p.pid, b.cfg.Name, members, killWait)
 	b.log.Error("process group survived SIGKILL", "pid", p.pid, "members", members)
 	b.runErr = errors.Join(b.runErr, err)

@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/probe"
@@ -513,7 +514,7 @@ func (e *env) start(b *config.Backend, socks []Socket, opts Options) *Backend {
 		close(stopWatch)
 		<-watched
 		pids.Range(func(k, _ any) bool {
-			if m := groupMembers(k.(int)); len(m) > 0 {
+			if m := procfs.GroupMembers(k.(int)); len(m) > 0 {
 				e.t.Errorf("process group %d still has %v after Stop", k, m)
 				for _, pid := range m {
 					syscall.Kill(pid, syscall.SIGKILL)

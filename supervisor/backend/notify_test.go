@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockvisor/sockvisor/internal/procfs"
 	"github.com/sockvisor/sockvisor/internal/testutil"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 )
@@ -83,7 +84,7 @@ mount = ""
 	if !is.Notified || !is.Ready || is.PID != pid {
 		t.Errorf("after the reload %+v; want notified, ready, pid %d", is, pid)
 	}
-	if members := groupMembers(pid); len(members) != 2 || !containsInt(members, is.MainPID) || is.MainPID == pid {
+	if members := procfs.GroupMembers(pid); len(members) != 2 || !containsInt(members, is.MainPID) || is.MainPID == pid {
 		t.Errorf("MAINPID %d; want the child in group %v", is.MainPID, members)
 	}
 }

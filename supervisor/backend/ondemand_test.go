@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sockvisor/sockvisor/internal/procfs"
 )
 
 func onDemandBackend(t *testing.T, e *env, idle string) *Backend {
@@ -71,8 +73,8 @@ func TestOnDemandColdStartAndIdleStop(t *testing.T) {
 	}
 	pid := st.PID
 	st = waitState(t, be, StateIdle, 6*time.Second)
-	if st.PID != 0 || st.LastRunAt == nil || len(groupMembers(pid)) > 0 {
-		t.Fatalf("after idle_timeout: %+v, group %v; want idle with last_ran_at and no process", st, groupMembers(pid))
+	if st.PID != 0 || st.LastRunAt == nil || len(procfs.GroupMembers(pid)) > 0 {
+		t.Fatalf("after idle_timeout: %+v, group %v; want idle with last_ran_at and no process", st, procfs.GroupMembers(pid))
 	}
 	if ex := st.LastExit; ex == nil || ex.Code != 0 {
 		t.Errorf("idle stop exit %+v; want a graceful exit 0", ex)

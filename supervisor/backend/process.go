@@ -252,7 +252,7 @@ func (b *Backend) reap(p *process) {
 	case <-b.quit:
 	}
 	b.send(event{kind: evExited, p: p, ws: ws})
-	for len(groupMembers(p.pid)) > 0 {
+	for len(procfs.GroupMembers(p.pid)) > 0 {
 		select {
 		case <-b.quit:
 			return
@@ -261,10 +261,6 @@ func (b *Backend) reap(p *process) {
 	}
 	b.send(event{kind: evGone, p: p})
 }
-
-// groupMembers lists the live (not zombie) processes of process group
-// pgid.
-func groupMembers(pgid int) []int { return procfs.GroupMembers(pgid) }
 
 // signalGroup sends sig to every process of the group; a group that is
 // already empty is not an error.
