@@ -101,7 +101,8 @@ func Listen(path string, h Handler, metrics http.Handler, log hclog.Logger) (*Se
 		Handler:           s.rootOnly(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			uid, err := peerUID(c.(*net.UnixConn))
+			uc, _ := c.(*net.UnixConn) // nil for anything else: refused
+			uid, err := peerUID(uc)
 			if err != nil {
 				uid = -1
 			}
@@ -164,7 +165,8 @@ func (s *Server) Serve(ctx context.Context) {
 
 func (s *Server) rootOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if uid, _ := r.Context().Value(peerKey{}).(int); uid != 0 {
+		// A request without a peer uid (not from ConnContext) is refused too.
+		if uid, ok := r.Context().Value(peerKey{}).(int); !ok || uid != 0 {
 			s.log.Warn("control request refused", "peer_uid", uid, "path", r.URL.Path)
 			reply(w, http.StatusForbidden, nil, errRootOnly())
 			return

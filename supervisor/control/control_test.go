@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,6 +148,32 @@ func TestNonRootRefused(t *testing.T) {
 	want = "not-allowed: the control API is root-only; run the command as root (sudo)"
 	if got := asNobody(); got != want {
 		t.Errorf("nobody through SO_PEERCRED = %q, want %q", got, want)
+	}
+}
+
+// A request that carries no peer uid (it did not come through the control
+// socket's ConnContext) is refused, not taken for root.
+func TestRootOnlyFailsClosed(t *testing.T) {
+	s := &Server{log: hclog.NewNullLogger()}
+	reached := false
+	h := s.rootOnly(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached = true }))
+	for name, ctx := range map[string]context.Context{
+		"no peer uid":   context.Background(),
+		"unknown peer":  context.WithValue(context.Background(), peerKey{}, -1),
+		"non-root peer": context.WithValue(context.Background(), peerKey{}, 65534),
+		"a uid not int": context.WithValue(context.Background(), peerKey{}, "0"),
+	} {
+		reached = false
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/v1/status", nil).WithContext(ctx))
+		if reached || w.Code != http.StatusForbidden {
+			t.Errorf("%s: handler reached = %v, status %d; want 403 and not reached", name, reached, w.Code)
+		}
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/v1/status", nil).WithContext(context.WithValue(context.Background(), peerKey{}, 0)))
+	if !reached {
+		t.Errorf("root peer: handler not reached (status %d)", w.Code)
 	}
 }
 
