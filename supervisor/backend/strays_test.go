@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,24 +15,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/sockvisor/sockvisor/internal/procfs"
+	"github.com/sockvisor/sockvisor/internal/testutil"
 )
-
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // Issue [K] item 6: a grandchild that calls setsid(2) and keeps fd 3 (and
 // the output pipes) left the backend's process group, so Stop never
@@ -68,7 +51,7 @@ stop_timeout = "2s"
 	if os.Geteuid() != 0 {
 		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
 	}
-	logs := &lockedBuf{}
+	logs := &testutil.SyncBuffer{}
 	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Info, Output: io.MultiWriter(logs, os.Stderr)})
 	be := e.start(b, e.sockets(b), Options{Logger: log})
 	waitReady(t, be, 20*time.Second)

@@ -165,7 +165,7 @@ backend "app" {
 	}
 	state := statePath(backend.DefaultStateDir, sockDir)
 	t.Cleanup(func() { os.Remove(state) })
-	log := &syncLog{}
+	log := &testutil.SyncBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("sockvisor output:\n%s", log.String())
@@ -240,22 +240,4 @@ func killGroupIfAlive(pgid int) {
 	if pgid > 0 && sameGroupAlive(pgid) {
 		syscall.Kill(-pgid, syscall.SIGKILL)
 	}
-}
-
-// syncLog collects the output of the sockvisor processes.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -216,27 +215,9 @@ backend "app" {
 	return cfg
 }
 
-// syncBuffer collects log output for assertions.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testLog logs to stderr and into the returned buffer.
-func testLog() (hclog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLog() (hclog.Logger, *testutil.SyncBuffer) {
+	buf := &testutil.SyncBuffer{}
 	return hclog.New(&hclog.LoggerOptions{
 		Name:   "sockets-test",
 		Level:  hclog.Debug,

@@ -75,7 +75,7 @@ type stack struct {
 	apache  *apachetest.Instance
 	cfg     string // sockvisor's config file
 	svConf  string // the Apache file sockvisor writes
-	log     *lockedBuffer
+	log     *testutil.SyncBuffer
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	started time.Time
@@ -87,7 +87,7 @@ type stack struct {
 func newStack(t *testing.T) *stack {
 	t.Helper()
 	dir := testutil.ShortDir(t)
-	s := &stack{t: t, dir: dir, svConf: filepath.Join(dir, "sv.conf"), log: &lockedBuffer{}}
+	s := &stack{t: t, dir: dir, svConf: filepath.Join(dir, "sv.conf"), log: &testutil.SyncBuffer{}}
 	site := fmt.Sprintf("IncludeOptional %s\nIncludeOptional %s\n", s.svConf, filepath.Join(dir, "sv-sites.conf"))
 	s.apache = apachetest.Start(t, site, apachetest.ExtraPorts(1))
 	return s
@@ -477,24 +477,6 @@ func (l *load) stop() loadResult {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.res
-}
-
-// lockedBuffer collects a process's output from two pipes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // writeFile writes content to dir/name (creating parents) and returns the path.
