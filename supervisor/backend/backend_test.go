@@ -307,10 +307,8 @@ backend "good" {
 }
 `, e.exe, e.exe))
 	clock := newFakeClock()
-	if os.Geteuid() != 0 {
-		for _, b := range cfg.Backends {
-			b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
-		}
+	for _, b := range cfg.Backends {
+		userOwn(b)
 	}
 	bad, good := cfg.Backends[0], cfg.Backends[1]
 	goodSocks := e.sockets(good)
@@ -387,9 +385,7 @@ stop_timeout = "1s"
 }
 `, e.exe))
 	b := cfg.Backends[0]
-	if os.Geteuid() != 0 {
-		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
-	}
+	userOwn(b)
 	be, err := New(b, e.sockets(b), Options{Logger: testutil.Logger("test", hclog.Info), Executable: e.exe, StateDir: e.state})
 	if err != nil {
 		t.Fatal(err)
@@ -554,9 +550,7 @@ restart { min_delay = "50ms" }
 }
 `, e.exe))
 	b := cfg.Backends[0]
-	if os.Geteuid() != 0 {
-		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
-	}
+	userOwn(b)
 	b.Environment["SV_SOCKET"] = b.Sockets[0].Path
 	socks := e.sockets(b)
 	path := socks[0].Path()
@@ -598,9 +592,7 @@ restart { min_delay = "10s" }
 }
 `, e.exe))
 	b := cfg.Backends[0]
-	if os.Geteuid() != 0 {
-		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
-	}
+	userOwn(b)
 	be := e.start(b, e.sockets(b), Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -624,9 +616,7 @@ instances = 2
 }
 `, e.exe))
 	b := cfg.Backends[0]
-	if os.Geteuid() != 0 {
-		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
-	}
+	userOwn(b)
 	socks := e.sockets(b)
 	be := e.start(b, socks, Options{})
 	waitReady(t, be, 20*time.Second)
@@ -701,9 +691,7 @@ reload_signal = "replace"
 }
 `, e.exe))
 	b := cfg.Backends[0]
-	if os.Geteuid() != 0 {
-		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
-	}
+	userOwn(b)
 	be := e.start(b, e.sockets(b), Options{})
 	waitReady(t, be, 20*time.Second)
 	old := be.Status().PID

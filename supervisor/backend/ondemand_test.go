@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -25,9 +24,7 @@ stop_timeout = "5s"
 }
 `, e.exe, idle))
 	b := cfg.Backends[0]
-	if os.Geteuid() != 0 {
-		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
-	}
+	userOwn(b)
 	return e.start(b, e.sockets(b), Options{})
 }
 

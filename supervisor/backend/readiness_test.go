@@ -44,9 +44,7 @@ restart { min_delay = "10s" }
 }
 `, e.exe))
 	b := cfg.Backends[0]
-	if os.Geteuid() != 0 {
-		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
-	}
+	userOwn(b)
 	be := e.start(b, e.sockets(b), Options{})
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

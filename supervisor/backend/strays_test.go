@@ -48,9 +48,7 @@ stop_timeout = "2s"
 }
 `, script))
 	b := cfg.Backends[0]
-	if os.Geteuid() != 0 {
-		b.UID, b.GID, b.Groups = os.Getuid(), os.Getgid(), nil
-	}
+	userOwn(b)
 	logs := &testutil.SyncBuffer{}
 	log := hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Info, Output: io.MultiWriter(logs, os.Stderr)})
 	be := e.start(b, e.sockets(b), Options{Logger: log})

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/sockvisor/sockvisor/internal/testutil"
@@ -57,6 +58,27 @@ func baseVersion(root string) string {
 		return "0.1.0~git0.local"
 	}
 	return "0.1.0~git" + strings.TrimSpace(count) + "." + strings.TrimSpace(hash)
+}
+
+// bootWhileBuilding boots the node while the packages and the load
+// generator build on the host under dir; it returns once both are done.
+func bootWhileBuilding(t *testing.T, dir string) (*Node, builds) {
+	t.Helper()
+	type built struct {
+		b   builds
+		err error
+	}
+	bch := make(chan built, 1)
+	go func() {
+		b, err := buildAll(dir)
+		bch <- built{b, err}
+	}()
+	n := Boot(t)
+	bt := <-bch
+	if bt.err != nil {
+		t.Fatalf("building the packages: %v", bt.err)
+	}
+	return n, bt.b
 }
 
 // buildAll builds both packages and the load generator under dir.

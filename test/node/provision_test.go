@@ -46,21 +46,8 @@ func TestProvisioning(t *testing.T) {
 	start := time.Now()
 
 	dir := t.TempDir()
-	type built struct {
-		b   builds
-		err error
-	}
-	bch := make(chan built, 1)
-	go func() {
-		b, err := buildAll(dir)
-		bch <- built{b, err}
-	}()
-	n := Boot(t)
-	bt := <-bch
-	if bt.err != nil {
-		t.Fatalf("building the packages: %v", bt.err)
-	}
-	s := &suite{n: n, b: bt.b}
+	n, pkgs := bootWhileBuilding(t, dir)
+	s := &suite{n: n, b: pkgs}
 	n.CopyIn(t, s.b.loadgen, loadgenPath)
 	s.sh(t, `mkdir -p /srv/php && printf '%s\n' '<?php echo "php ok pid ", getmypid(), "\n";' >/srv/php/index.php &&
 		printf '%s\n' '<?php usleep(250000); echo "php slow ok pid ", getmypid(), "\n";' >/srv/php/slow.php`)

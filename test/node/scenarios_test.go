@@ -42,25 +42,11 @@ func TestScenarios(t *testing.T) {
 	EnsureRootfs(t)
 	start := time.Now()
 
-	// Build on the host while the node boots.
 	dir := t.TempDir()
-	type built struct {
-		b   builds
-		err error
-	}
-	bch := make(chan built, 1)
-	go func() {
-		b, err := buildAll(dir)
-		bch <- built{b, err}
-	}()
-	n := Boot(t)
-	bt := <-bch
-	if bt.err != nil {
-		t.Fatalf("building the packages: %v", bt.err)
-	}
-	t.Logf("node booted and packages %s, %s built in %s", bt.b.versions[0], bt.b.versions[1], time.Since(start).Round(time.Millisecond))
+	n, pkgs := bootWhileBuilding(t, dir)
+	t.Logf("node booted and packages %s, %s built in %s", pkgs.versions[0], pkgs.versions[1], time.Since(start).Round(time.Millisecond))
 
-	s := &suite{n: n, b: bt.b}
+	s := &suite{n: n, b: pkgs}
 	n.CopyIn(t, s.b.loadgen, loadgenPath)
 	for i, deb := range s.b.debs {
 		n.CopyIn(t, deb, debPath(i))
