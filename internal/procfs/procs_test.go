@@ -14,8 +14,16 @@ import (
 // sleeping child in it, and returns the leader and that child. Both are
 // killed and reaped in t.Cleanup.
 func startGroup(t *testing.T) (leader *exec.Cmd, child int) {
+	return startShell(t, "/bin/sleep 30")
+}
+
+// startShell starts /bin/sh as the leader of a new process group, running
+// background in the background, and returns the shell and the background
+// job's pid. The shell's group is killed, and the shell reaped, in
+// t.Cleanup.
+func startShell(t *testing.T, background string) (shell *exec.Cmd, job int) {
 	t.Helper()
-	cmd := exec.Command("/bin/sh", "-c", "/bin/sleep 30 & echo $!; wait")
+	cmd := exec.Command("/bin/sh", "-c", background+" & echo $!; wait")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -32,13 +40,13 @@ func startGroup(t *testing.T) (leader *exec.Cmd, child int) {
 	n, _ := out.Read(buf[:])
 	for _, c := range buf[:n] {
 		if c >= '0' && c <= '9' {
-			child = child*10 + int(c-'0')
+			job = job*10 + int(c-'0')
 		}
 	}
-	if child <= 0 {
-		t.Fatalf("the shell did not report its child: %q", buf[:n])
+	if job <= 0 {
+		t.Fatalf("the shell did not report its job: %q", buf[:n])
 	}
-	return cmd, child
+	return cmd, job
 }
 
 // A group's leader and its child are members, a group's zombie is not, and
@@ -150,30 +158,9 @@ func TestParseCgroup(t *testing.T) {
 // A generation is its group plus descendants that left the group (setsid),
 // and never another group's processes.
 func TestGeneration(t *testing.T) {
-	cmd := exec.Command("/bin/sh", "-c", "/usr/bin/setsid /bin/sleep 30 & echo $!; wait")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var left int
-	t.Cleanup(func() {
-		if left > 0 {
-			syscall.Kill(-left, syscall.SIGKILL)
-		}
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		cmd.Wait()
-	})
-	var buf [32]byte
-	n, _ := out.Read(buf[:])
-	for _, c := range buf[:n] {
-		if c >= '0' && c <= '9' {
-			left = left*10 + int(c-'0')
-		}
-	}
+	cmd, left := startShell(t, "/usr/bin/setsid /bin/sleep 30")
+	// It leaves the shell's group, so the shell's cleanup misses it.
+	t.Cleanup(func() { syscall.Kill(-left, syscall.SIGKILL) })
 	// setsid runs before it execs sleep; wait until the child has its own group.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if st, err := ReadStat(left); err == nil && st.PGID == left {
