@@ -236,6 +236,7 @@ func (b *Backend) maybeReady(p *process) {
 		return
 	}
 	p.readyAt = b.clock.Now()
+	p.tail.proven()
 	if p.phase == phaseStarting {
 		b.setPhase(p, phaseReady)
 	}

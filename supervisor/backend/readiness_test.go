@@ -95,6 +95,16 @@ func TestOutputTailFirstError(t *testing.T) {
 	if tail, first := tl.lines(); first != "SyntaxError: invalid syntax" || slices.Contains(tail, first) {
 		t.Errorf("lines() = %q, %q; want the SyntaxError kept as the first error", tail, first)
 	}
+	// Once the process is proven ready, its lines are no longer searched.
+	var served outputTail
+	served.proven()
+	served.add("KeyError: 'user'")
+	for range TailLines {
+		served.add("GET / 200")
+	}
+	if _, first := served.lines(); first != "" {
+		t.Errorf("a ready process's error line %q was kept as its first error", first)
+	}
 	se := &StartError{Backend: "app", PID: 7, Exit: &Exit{Code: 3}, FirstError: "SyntaxError: invalid syntax", Tail: []string{"x"}}
 	if msg := se.Error(); !strings.Contains(msg, `its first error: "SyntaxError: invalid syntax"`) {
 		t.Errorf("StartError text %q does not name the first error", msg)

@@ -111,6 +111,9 @@ type outputTail struct {
 	// errAt is the number of lines added before firstErr, so lines knows
 	// whether it is still in buf.
 	errAt, added int
+	// ready: the process was proven ready, so no StartError will need
+	// firstErr; its lines are no longer matched.
+	ready bool
 }
 
 // errorLine matches the line that names an error at the end of a report:
@@ -125,7 +128,7 @@ func (t *outputTail) add(line string) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.firstErr == "" && errorLine.MatchString(line) {
+	if !t.ready && t.firstErr == "" && errorLine.MatchString(line) {
 		t.firstErr, t.errAt = line, t.added
 	}
 	t.added++
@@ -134,6 +137,14 @@ func (t *outputTail) add(line string) {
 		t.buf = t.buf[:TailLines-1]
 	}
 	t.buf = append(t.buf, line)
+}
+
+// proven stops the search for a first error line: the process is ready,
+// and only a failed start reports one.
+func (t *outputTail) proven() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ready = true
 }
 
 // lines returns the last lines, and the first error line if it is not
