@@ -32,6 +32,7 @@ import (
 	"github.com/opencontainers/selinux/go-selinux"
 
 	"github.com/sockvisor/sockvisor/internal/filekind"
+	"github.com/sockvisor/sockvisor/internal/osuser"
 	"github.com/sockvisor/sockvisor/supervisor/apacheconf"
 	"github.com/sockvisor/sockvisor/supervisor/config"
 	"github.com/sockvisor/sockvisor/supervisor/probe"
@@ -394,7 +395,7 @@ func (d *checkup) apache(ctx context.Context) error {
 		d.uncheck("Apache's run identity: taken from the config files (%s), not from Apache", uname)
 	}
 	if uid >= 0 && uname == "" {
-		uname = userName(uint32(uid))
+		uname = osuser.UserName(uint32(uid))
 	}
 	id, err := resolveIdentity(uname, uid, gname, gid, "/etc/group")
 	if err != nil {

@@ -225,8 +225,8 @@ func (w *walk) check(p string, id Identity, need string) bool {
 	if a != nil {
 		s.Mode += "+"
 	}
-	s.Owner = userName(st.Uid)
-	s.Group = groupName(st.Gid)
+	s.Owner = osuser.UserName(st.Uid)
+	s.Group = osuser.GroupName(st.Gid)
 	bit := uint16(1) // x
 	if need == "w" {
 		bit = 2
@@ -305,10 +305,6 @@ func fileMode(m uint32) fs.FileMode {
 	}
 	return fm
 }
-
-func userName(uid uint32) string { return osuser.UserName(uid) }
-
-func groupName(gid uint32) string { return osuser.GroupName(gid) }
 
 // allowed applies the kernel's DAC rules (acl(7) "access check algorithm")
 // for one permission bit (4 r, 2 w, 1 x).

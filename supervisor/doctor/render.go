@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/sockvisor/sockvisor/internal/osuser"
 )
 
 // WriteJSON writes the report for automation.
@@ -25,7 +27,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	a := r.Apache
 	groups := make([]string, 0, len(a.Identity.Groups))
 	for _, g := range a.Identity.Groups {
-		groups = append(groups, fmt.Sprintf("%s(%d)", groupName(g), g))
+		groups = append(groups, fmt.Sprintf("%s(%d)", osuser.GroupName(g), g))
 	}
 	inst := ""
 	if a.Instance != "" {
